@@ -1,0 +1,318 @@
+"""MONAI/Ignite glue: the trainer that calls the GMD core, the diagnostics handler, subset validation.
+
+Thin by design: the method lives in :mod:`gmd_monai.gmd` (plain PyTorch); this module only feeds it
+with one forward per batch and logs what it did.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+from monai.engines import SupervisedEvaluator, SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.metrics import compute_dice
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from gmd_monai.gmd import Aggregator, make_aggregator
+from gmd_monai.gmd.surgery import SurgeryDiagnostics
+from gmd_monai.losses import SubsetLoss, subset_logits
+from gmd_monai.subsets import SubsetSpace
+
+__all__ = [
+    "SubsetTrainer",
+    "SubsetEvaluator",
+    "StackedStreams",
+    "SubsetDiceMetric",
+    "GMDDiagnosticsHandler",
+    "unwrap",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel / DataParallel wrapper (or the model itself)."""
+    return network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+class SubsetTrainer(SupervisedTrainer):
+    """SupervisedTrainer that trains on every modality subset from one forward per batch.
+
+    Each iteration: one forward of the modality streams, the T subset losses (:class:`SubsetLoss`),
+    then the aggregator (``gmd``, ``mean``, ``dropout`` or a torchjd weighting) writes ``.grad`` and
+    the optimizer steps. ``engine.state.output`` stays batch-shaped (IMAGE, LABEL, PRED = full-set
+    logits, LOSS = mean subset loss); the aggregator's diagnostics are on ``engine.state.gmd``.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer: as in SupervisedTrainer.
+        loss_function: a :class:`SubsetLoss` (or a base loss, wrapped in one).
+        method: aggregation method (see :func:`gmd_monai.gmd.available_methods`).
+        method_kwargs: extra aggregator arguments (``nonshared_reduction``, ``weighting_kwargs``...).
+        seed: seed of GMD's permutations and of the dropout subset draws.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        reduce_fn: optional reduction of the per-objective gradients across ranks (distributed GMD).
+        kwargs: forwarded to SupervisedTrainer (``train_handlers``, ``key_train_metric``, ...).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader,
+        network: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: SubsetLoss | nn.Module,
+        method: str = "gmd",
+        method_kwargs: dict | None = None,
+        seed: int = 0,
+        amp: bool = False,
+        reduce_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            amp=False,
+            **kwargs,
+        )
+        model = unwrap(network)
+        if not hasattr(model, "forward_streams"):
+            raise TypeError(f"{type(model).__name__} has no forward_streams(); use a Dynamic Sharing network")
+        if not isinstance(loss_function, SubsetLoss):
+            loss_function = SubsetLoss(model.modalities, loss_function)
+        self.loss_function = loss_function
+        self.space: SubsetSpace = loss_function.space
+        self.use_amp = bool(amp) and torch.device(device).type == "cuda"
+        self.method = method
+        params = [p for p in model.parameters() if p.requires_grad]
+        shared_all = model.shared_mask([self.space.subsets[k] for k in loss_function.subsets])
+        shared = [s for p, s in zip(model.parameters(), shared_all) if p.requires_grad]
+        self.aggregator: Aggregator = make_aggregator(
+            method, params, names=loss_function.names, shared=shared, seed=seed, reduce_fn=reduce_fn,
+            **(method_kwargs or {}),
+        )  # fmt: skip
+        self.dropout_generator = torch.Generator().manual_seed(int(seed) + 1)
+        self.state.gmd = None
+
+    def _draw_masks(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        k = torch.randint(len(self.space), (batch_size,), generator=self.dropout_generator)
+        return self.space.masks()[k].to(device)
+
+    def _iteration(self, engine: SubsetTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        model = unwrap(engine.network)
+        agg = engine.aggregator
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        with _autocast(engine.state.device, engine.use_amp):
+            if agg.needs_all_subsets:
+                streams = model.forward_streams(inputs, fold=not agg.per_objective_gradients)
+                losses = engine.loss_function(streams, targets)
+                full = subset_logits(streams, engine.space, [0])[0]
+            else:
+                masks = engine._draw_masks(targets.shape[0], targets.device)
+                full = engine.network(inputs, masks)
+                losses = [engine.loss_function.loss(full, targets.float()).mean()]
+        engine.state.output[Keys.PRED] = full.detach()
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.state.output[Keys.LOSS] = torch.stack([loss.detach().float() for loss in losses]).mean()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.state.gmd = agg.backward([loss.float() for loss in losses])
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class StackedStreams(nn.Module):
+    """Wrap a DS network so that ``forward(x)`` returns every modality's logits stacked on channels.
+
+    Output (B, M*K, ...) in modality order; used with a sliding-window inferer so that all subset
+    outputs can be formed from ONE pass per modality (sliding-window blending is linear, so the
+    mean of blended stream logits equals the blended mean: exact).
+    """
+
+    def __init__(self, network: nn.Module, available: Sequence[str] | None = None):
+        super().__init__()
+        self.network = network
+        self.available = available
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        model = unwrap(self.network)
+        streams = model.forward_streams(x, self.available)
+        return torch.cat([streams[m] for m in model.modalities if m in streams], dim=1)
+
+
+def split_streams(stacked: torch.Tensor, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Inverse of :class:`StackedStreams`: (B, M*K, ...) -> ``{name: (B, K, ...)}``."""
+    chunks = torch.chunk(stacked, len(modalities), dim=1)
+    return dict(zip(modalities, chunks))
+
+
+class SubsetEvaluator(SupervisedEvaluator):
+    """SupervisedEvaluator whose PRED is the per-modality logits (B, M*K, ...) of every stream.
+
+    Pair it with :class:`SubsetDiceMetric`, which forms all subset outputs from PRED.
+    """
+
+    def __init__(self, device, val_data_loader, network: nn.Module, amp: bool = False, **kwargs: Any):
+        super().__init__(device=device, val_data_loader=val_data_loader, network=network, amp=False, **kwargs)
+        self.use_amp = bool(amp) and torch.device(device).type == "cuda"
+        self.stacked = StackedStreams(network)
+
+    def _iteration(self, engine: SubsetEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        inputs, targets = batch[0], batch[1]
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        engine.network.eval()
+        with torch.no_grad(), _autocast(engine.state.device, engine.use_amp):
+            engine.state.output[Keys.PRED] = engine.inferer(inputs, engine.stacked).float()
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class SubsetDiceMetric(Metric):
+    """Hard Dice (sigmoid > 0.5) of every subset's fused output, averaged over cases, channels, subsets.
+
+    ``compute()`` returns the mean over subsets and channels; the per-subset table (T, K) is left on
+    ``self.per_subset`` and, once attached, on ``engine.state.subset_dice``.
+
+    Args:
+        modalities: modality names (channel order of the stacked PRED).
+        output_transform: maps engine output to ``(pred (B, M*K, ...), label (B, K, ...))``.
+    """
+
+    def __init__(self, modalities: Sequence[str], output_transform=None, device="cpu"):
+        self.space = SubsetSpace(modalities)
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+        self.per_subset: torch.Tensor | None = None
+        if output_transform is None:
+
+            def output_transform(out):
+                if isinstance(out, list):  # decollated by the engine
+                    return (torch.stack([o[Keys.PRED] for o in out]), torch.stack([o[Keys.LABEL] for o in out]))
+                return out[Keys.PRED], out[Keys.LABEL]
+
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._sum = None
+        self._count = 0
+
+    def update(self, output) -> None:
+        pred, label = output
+        streams = split_streams(pred, self.space.modalities)
+        label = label.float()
+        rows = []
+        for fused in subset_logits(streams, self.space):
+            d = compute_dice((fused > 0).float(), label, include_background=True, ignore_empty=False)
+            rows.append(d.detach().float().cpu())  # (B, K)
+        batch = torch.stack(rows, dim=1)  # (B, T, K)
+        self._sum = batch.sum(0) if self._sum is None else self._sum + batch.sum(0)
+        self._count += batch.shape[0]
+
+    def compute(self) -> float:
+        if self._sum is None or self._count == 0:
+            raise RuntimeError("SubsetDiceMetric has no data")
+        self.per_subset = self._sum / self._count
+        return float(self.per_subset.mean())
+
+    def completed(self, engine: Engine, name: str) -> None:
+        super().completed(engine, name)
+        engine.state.subset_dice = self.per_subset
+        engine.state.subset_names = self.space.names
+
+
+class GMDDiagnosticsHandler:
+    """Log the aggregator's diagnostics: TensorBoard scalars per step, a CSV of per-epoch means.
+
+    One scalar per objective, labelled by subset name: ``gmd/weight/<subset>`` (effective weight
+    ``w_j``, ``merged = sum_j w_j g_j``), ``gmd/grad_norm/<subset>``, ``gmd/loss/<subset>``, plus
+    ``gmd/num_conflicting_pairs`` and ``gmd/num_projections``. The cosine matrix of the last step of
+    each epoch is written as a TensorBoard image. With no conflicting pair the weights are all 1/T:
+    GMD then equals plain mean-of-losses training, and the logs show it.
+
+    Args:
+        summary_writer: a ``SummaryWriter`` (created in ``log_dir`` when None).
+        log_dir: TensorBoard folder when no writer is given.
+        csv_path: per-epoch CSV (mean weight per subset, mean conflicts); None to skip.
+        interval: log every ``interval`` iterations.
+        tag_prefix: TensorBoard tag prefix.
+    """
+
+    def __init__(self, summary_writer=None, log_dir: str = "./runs", csv_path: str | None = None,
+                 interval: int = 1, tag_prefix: str = "gmd/"):  # fmt: skip
+        self._writer = summary_writer
+        self.log_dir = log_dir
+        self.csv_path = csv_path
+        self.interval = max(1, int(interval))
+        self.tag_prefix = tag_prefix
+        self._epoch: list[SurgeryDiagnostics] = []
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        return self._writer
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def iteration_completed(self, engine: Engine) -> None:
+        diag: SurgeryDiagnostics | None = getattr(engine.state, "gmd", None)
+        if diag is None:
+            return
+        self._epoch.append(diag)
+        if engine.state.iteration % self.interval == 0:
+            for tag, value in diag.scalars(self.tag_prefix).items():
+                self.writer.add_scalar(tag, value, engine.state.iteration)
+
+    def epoch_completed(self, engine: Engine) -> None:
+        if not self._epoch:
+            return
+        diags, self._epoch = self._epoch, []
+        last = diags[-1]
+        if torch.isfinite(last.cosine).all():
+            img = ((last.cosine.clamp(-1, 1) + 1) / 2).unsqueeze(0)
+            self.writer.add_image(f"{self.tag_prefix}cosine", img, engine.state.epoch, dataformats="CHW")
+        self.writer.flush()
+        if self.csv_path:
+            weights = torch.stack([d.weights for d in diags]).mean(0)
+            conflicts = sum(d.num_conflicts for d in diags) / len(diags)
+            new = not os.path.exists(self.csv_path)
+            os.makedirs(os.path.dirname(os.path.abspath(self.csv_path)), exist_ok=True)
+            with open(self.csv_path, "a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(["epoch", "method", "mean_conflicting_pairs", *[f"w[{n}]" for n in last.names]])
+                w.writerow([engine.state.epoch, last.method, f"{conflicts:.3f}", *[f"{x:.5f}" for x in weights]])
