@@ -191,7 +191,8 @@ def scan_brats_folder(
             fmts = _case_naming(sub)
             if len(fmts) > 1:
                 raise ValueError(
-                    f"case folder {sub} mixes naming conventions {fmts}; use one of {_naming_patterns(modalities)}"
+                    f"case folder {sub} mixes naming conventions {fmts}; "
+                    f"use one of {_naming_patterns(modalities)}"
                 )
             if fmts:
                 item = _scan_case(sub, fmts[0], modalities, require_label)
@@ -212,7 +213,9 @@ def scan_brats_folder(
     for case, item in items.items():
         by_format.setdefault(item["label_format"], []).append(case)
     if len(by_format) > 1:
-        desc = ", ".join(f"{fmt}: {len(c)} case(s), e.g. {sorted(c)[0]}" for fmt, c in sorted(by_format.items()))
+        desc = ", ".join(
+            f"{fmt}: {len(c)} case(s), e.g. {sorted(c)[0]}" for fmt, c in sorted(by_format.items())
+        )
         raise ValueError(f"{root} mixes naming conventions ({desc}); keep one dataset per folder")
     return [items[c] for c in sorted(items)]
 
@@ -249,7 +252,9 @@ def _fmt_floats(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
-def _check_geometry(files: Sequence[tuple[str, str]], num_channels: int = len(BRATS_MODALITIES)) -> tuple[int, ...]:
+def _check_geometry(
+    files: Sequence[tuple[str, str]], num_channels: int = len(BRATS_MODALITIES)
+) -> tuple[int, ...]:
     """Check files listed as ``(path, kind)`` with kind ``"3d"`` or ``"4d"`` against the first one.
 
     Returns the common spatial shape.
@@ -272,17 +277,20 @@ def _check_geometry(files: Sequence[tuple[str, str]], num_channels: int = len(BR
             continue
         ref_path, ref_shape, ref_affine, ref_spacing = ref
         if shape != ref_shape:
-            raise ValueError(f"{path}: shape {_fmt_shape(shape)} differs from {ref_path} {_fmt_shape(ref_shape)}")
+            raise ValueError(
+                f"{path}: shape {_fmt_shape(shape)} differs from {ref_path} {_fmt_shape(ref_shape)}"
+            )
         if not np.allclose(spacing, ref_spacing, atol=_AFFINE_ATOL):
             raise ValueError(
-                f"{path}: voxel spacing {_fmt_floats(spacing)} differs from {ref_path} {_fmt_floats(ref_spacing)}"
+                f"{path}: voxel spacing {_fmt_floats(spacing)} differs from {ref_path} "
+                f"{_fmt_floats(ref_spacing)}"
             )
         if not np.allclose(affine, ref_affine, atol=_AFFINE_ATOL):
             diff = float(np.abs(affine - ref_affine).max())
             raise ValueError(
                 f"{path}: affine differs from {ref_path} (max abs difference {diff:.4g}; origin "
-                f"{_fmt_floats(affine[:3, 3])} vs {_fmt_floats(ref_affine[:3, 3])}): the modalities are not on "
-                "the same voxel grid (resample / register them first)"
+                f"{_fmt_floats(affine[:3, 3])} vs {_fmt_floats(ref_affine[:3, 3])}): the modalities are "
+                "not on the same voxel grid (resample / register them first)"
             )
     if ref is None:
         raise ValueError("no file to check")
@@ -306,7 +314,9 @@ def _files_of(item: Mapping[Hashable, Any], keys: Sequence[Hashable]) -> list[tu
         value = item[key]
         if _is_path(value):
             files.append((os.fspath(value), "4d" if i == 0 else "3d"))
-        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and all(map(_is_path, value)):
+        elif (
+            isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and all(map(_is_path, value))
+        ):
             if len(value) == 0:
                 raise ValueError(f"case {item.get('case', '?')!r}: {key!r} is an empty list of files")
             files.extend((os.fspath(p), "3d") for p in value)
@@ -618,7 +628,9 @@ def _channel_file(first_file: str, channel: int, num_channels: int) -> str:
     return f"{first_file} (channel {channel})" if num_channels > 1 else first_file
 
 
-def convert_labels_to_regions(label: torch.Tensor | np.ndarray, source: str = "label") -> torch.Tensor | np.ndarray:
+def convert_labels_to_regions(
+    label: torch.Tensor | np.ndarray, source: str = "label"
+) -> torch.Tensor | np.ndarray:
     """Label map ``(1, H, W, D)`` (or ``(H, W, D)``) to float32 regions ``(3, H, W, D)`` = (WT, TC, ET).
 
     BraTS 2018-style maps (ET = 4) and BraTS 2023-style maps (ET = 3) are told apart per volume: a map
@@ -643,7 +655,9 @@ def convert_labels_to_regions(label: torch.Tensor | np.ndarray, source: str = "l
         rounded = torch.round(t)
         if not torch.equal(rounded, t):  # also catches NaN
             bad = t[rounded != t]
-            raise ValueError(f"{source}: label values must be integers in {{0,1,2,3,4}}, found {bad[0].item()!r}")
+            raise ValueError(
+                f"{source}: label values must be integers in {{0,1,2,3,4}}, found {bad[0].item()!r}"
+            )
         ints = rounded.to(torch.int64)
     else:
         ints = t.to(torch.int64)
@@ -671,12 +685,13 @@ def convert_labels_to_regions(label: torch.Tensor | np.ndarray, source: str = "l
     return regions
 
 
-def _quantiles(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    if values.numel() <= 16_000_000:  # torch.quantile's input size limit is 2**24
-        return torch.quantile(values, q.to(values.dtype))
-    return torch.as_tensor(
-        np.percentile(values.cpu().numpy(), (q * 100).tolist()), dtype=values.dtype, device=values.device
-    )
+def _quantiles(values: torch.Tensor, q: Sequence[float]) -> tuple[float, float]:
+    """Linear-interpolation quantiles (as ``np.percentile``); selection, not a full sort, on the CPU."""
+    if values.device.type != "cpu" and values.numel() <= 16_000_000:  # torch.quantile's limit is 2**24
+        lo, hi = torch.quantile(values, torch.tensor(q, dtype=values.dtype, device=values.device)).tolist()
+        return lo, hi
+    lo, hi = np.percentile(values.detach().cpu().numpy(), [100.0 * x for x in q])
+    return float(lo), float(hi)
 
 
 def robust_zscore(
@@ -702,7 +717,6 @@ def robust_zscore(
         raise ValueError(f"{source}: expected a channel-first image (C, ...), got shape {tuple(x.shape)}")
     x = x.to(torch.float32)
     out = torch.zeros_like(x)
-    q = torch.tensor([lower / 100.0, upper / 100.0], dtype=torch.float32, device=x.device)
     for c in range(x.shape[0]):
         xc = x[c]
         brain = xc != 0
@@ -712,14 +726,14 @@ def robust_zscore(
             continue
         if not bool(torch.isfinite(vals).all()):
             raise ValueError(f"{_channel_file(source, c, x.shape[0])}: NaN or infinite values")
-        lo, hi = _quantiles(vals, q)
+        lo, hi = _quantiles(vals, (lower / 100.0, upper / 100.0))
         vals = vals.clamp(lo, hi)
         mean = vals.mean()
         std = vals.std(correction=0)
-        if not bool(std > 1e-8 * max(1.0, float(mean.abs()))):
+        if not bool(std > 1e-6 * max(1.0, float(mean.abs()))):
             logger.warning("%s: channel %d is constant over the brain; it stays 0", source, c)
             continue
-        out[c][brain] = (vals - mean) / std
+        out[c] = torch.where(brain, (xc.clamp(lo, hi) - mean) / std, 0.0)
     if isinstance(image, MetaTensor):
         return convert_to_dst_type(out, dst=image, dtype=torch.float32)[0]
     if isinstance(image, np.ndarray):
@@ -795,7 +809,9 @@ class CheckFinited(MapTransform):
                 n_nan = int(torch.isnan(xs[c]).sum())
                 n_inf = int(torch.isinf(xs[c]).sum())
                 if n_nan or n_inf:
-                    problems.append(f"{_channel_file(source, c, xs.shape[0])}: {n_nan} NaN and {n_inf} infinite values")
+                    problems.append(
+                        f"{_channel_file(source, c, xs.shape[0])}: {n_nan} NaN and {n_inf} infinite values"
+                    )
             raise ValueError("non-finite voxel values in " + "; ".join(problems))
         return d
 
@@ -912,12 +928,23 @@ def _load_part(keys: tuple[str, str], crop_foreground: bool, allow_missing_label
     image, label = keys
     return [
         CheckBratsCased(keys=[image, label], allow_missing_keys=allow_missing_label),
-        LoadImaged(keys=[image, label], ensure_channel_first=True, image_only=True, allow_missing_keys=allow_missing_label),
+        LoadImaged(
+            keys=[image, label],
+            ensure_channel_first=True,
+            image_only=True,
+            allow_missing_keys=allow_missing_label,
+        ),
         CheckFinited(keys=[image, label], allow_missing_keys=allow_missing_label),
         ConvertBratsLabelsToRegionsd(keys=label, allow_missing_keys=allow_missing_label),
-        EnsureTyped(keys=[image, label], dtype=torch.float32, track_meta=True, allow_missing_keys=allow_missing_label),
+        EnsureTyped(
+            keys=[image, label], dtype=torch.float32, track_meta=True, allow_missing_keys=allow_missing_label
+        ),
         *(
-            [CropForegroundd(keys=[image, label], source_key=image, allow_smaller=True, allow_missing_keys=True)]
+            [
+                CropForegroundd(
+                    keys=[image, label], source_key=image, allow_smaller=True, allow_missing_keys=True
+                )
+            ]
             if crop_foreground
             else []
         ),

@@ -1,0 +1,3 @@
+from gmd_monai.cli import main
+
+main()

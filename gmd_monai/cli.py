@@ -1,0 +1,55 @@
+"""Command-line entry points (``gmd-monai <command>`` or ``python -m gmd_monai <command>``), built with fire.
+
+Commands (each is a plain function in the module named for its idea; this file only dispatches):
+
+* ``segment``            segment one patient's partial MRI set (gmd_monai.inference.segment)
+* ``segment_batch``      segment every case folder under a directory (gmd_monai.inference.segment)
+* ``evaluate``           15-subset evaluation of a trained model (gmd_monai.evaluation)
+* ``prepare_datalist``   scan a BraTS folder and write a datalist JSON (gmd_monai.data.brats)
+* ``synthetic``          write the built-in synthetic BraTS-like dataset (gmd_monai.data.synthetic)
+* ``demo``               synthetic data -> train -> 15-subset table (gmd_monai.demo)
+* ``sentiment_evaluate`` 7-subset sentiment evaluation (gmd_monai.sentiment_evaluation)
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+_COMMANDS = {
+    "segment": ("gmd_monai.inference.segment", "segment_cli"),
+    "segment_batch": ("gmd_monai.inference.segment", "segment_batch_cli"),
+    "evaluate": ("gmd_monai.evaluation", "evaluate_cli"),
+    "prepare_datalist": ("gmd_monai.data.brats", "build_datalist"),
+    "synthetic": ("gmd_monai.data.synthetic", "make_synthetic_brats"),
+    "demo": ("gmd_monai.demo", "demo"),
+    "sentiment_evaluate": ("gmd_monai.sentiment_evaluation", "evaluate_cli"),
+}
+
+
+def _lazy(module: str, attr: str):
+    def command(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    command.__name__ = attr
+    try:  # show the real signature and docstring in --help when the module imports
+        real = getattr(importlib.import_module(module), attr)
+        return real
+    except (ImportError, AttributeError):
+        return command
+
+
+def main(argv: list[str] | None = None) -> None:
+    import fire
+
+    argv = sys.argv[1:] if argv is None else argv
+    name = argv[0].replace("-", "_") if argv else ""
+    if name in _COMMANDS:
+        fire.Fire(_lazy(*_COMMANDS[name]), command=argv[1:], name=f"gmd-monai {argv[0]}")
+        return
+    commands = {k.replace("_", "-"): _lazy(*v) for k, v in _COMMANDS.items()}
+    fire.Fire(commands, command=argv, name="gmd-monai")
+
+
+if __name__ == "__main__":
+    main()
