@@ -33,6 +33,9 @@ __all__ = [
     "StackedStreams",
     "SubsetDiceMetric",
     "GMDDiagnosticsHandler",
+    "SubsetDiceHandler",
+    "setup_logging",
+    "write_run_summary",
     "unwrap",
 ]
 
@@ -217,7 +220,10 @@ class SubsetDiceMetric(Metric):
 
             def output_transform(out):
                 if isinstance(out, list):  # decollated by the engine
-                    return (torch.stack([o[Keys.PRED] for o in out]), torch.stack([o[Keys.LABEL] for o in out]))
+                    return (
+                        torch.stack([o[Keys.PRED] for o in out]),
+                        torch.stack([o[Keys.LABEL] for o in out]),
+                    )
                 return out[Keys.PRED], out[Keys.LABEL]
 
         super().__init__(output_transform=output_transform, device=device)
@@ -314,5 +320,92 @@ class GMDDiagnosticsHandler:
             with open(self.csv_path, "a", newline="") as f:
                 w = csv.writer(f)
                 if new:
-                    w.writerow(["epoch", "method", "mean_conflicting_pairs", *[f"w[{n}]" for n in last.names]])
-                w.writerow([engine.state.epoch, last.method, f"{conflicts:.3f}", *[f"{x:.5f}" for x in weights]])
+                    w.writerow(
+                        ["epoch", "method", "mean_conflicting_pairs", *[f"w[{n}]" for n in last.names]]
+                    )
+                w.writerow(
+                    [engine.state.epoch, last.method, f"{conflicts:.3f}", *[f"{x:.5f}" for x in weights]]
+                )
+
+
+class SubsetDiceHandler:
+    """After each validation: per-subset Dice to TensorBoard (``val_dice/<subset>/<region>``) and a CSV.
+
+    Reads ``engine.state.subset_dice`` (T, K) left by :class:`SubsetDiceMetric`.
+
+    Args:
+        summary_writer: a ``SummaryWriter`` (created in ``log_dir`` when None).
+        log_dir: TensorBoard folder.
+        csv_path: CSV appended with one row per subset and validation; None to skip.
+        regions: names of the output channels.
+    """
+
+    def __init__(self, summary_writer=None, log_dir: str = "./runs", csv_path: str | None = None,
+                 regions: Sequence[str] = ("WT", "TC", "ET")):  # fmt: skip
+        self._writer = summary_writer
+        self.log_dir = log_dir
+        self.csv_path = csv_path
+        self.regions = tuple(regions)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        table = getattr(engine.state, "subset_dice", None)
+        if table is None:
+            return
+        names = engine.state.subset_names
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=self.log_dir)
+        epoch = engine.state.epoch
+        for k, name in enumerate(names):
+            for r, region in enumerate(self.regions):
+                self._writer.add_scalar(f"val_dice/{name}/{region}", float(table[k, r]), epoch)
+        self._writer.flush()
+        if self.csv_path:
+            new = not os.path.exists(self.csv_path)
+            os.makedirs(os.path.dirname(os.path.abspath(self.csv_path)), exist_ok=True)
+            with open(self.csv_path, "a", newline="") as f:
+                w = csv.writer(f)
+                if new:
+                    w.writerow(["epoch", "subset", *[f"dice_{r.lower()}" for r in self.regions], "mean"])
+                for k, name in enumerate(names):
+                    row = table[k].tolist()
+                    w.writerow([epoch, name, *[f"{v:.4f}" for v in row], f"{sum(row) / len(row):.4f}"])
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Make MONAI's StatsHandler output visible when the caller configured no logging."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        root.setLevel(min(root.level, level) if root.level else level)
+
+
+def write_run_summary(trainer: Engine, evaluator: Engine | None, output_dir: str) -> str:
+    """Write ``run_summary.json`` (method, epochs, best validation metric, last per-subset Dice)."""
+    import json
+
+    os.makedirs(output_dir, exist_ok=True)
+    summary: dict[str, Any] = {
+        "method": getattr(trainer, "method", None),
+        "epochs": trainer.state.epoch,
+        "iterations": trainer.state.iteration,
+        "train_metrics": {k: float(v) for k, v in trainer.state.metrics.items()},
+    }
+    if evaluator is not None and evaluator.state is not None:
+        summary["best_val_metric"] = float(evaluator.state.best_metric)
+        summary["best_val_epoch"] = int(evaluator.state.best_metric_epoch)
+        table = getattr(evaluator.state, "subset_dice", None)
+        if table is not None:
+            summary["last_val_subset_dice"] = {
+                n: [round(float(v), 4) for v in table[k]] for k, n in enumerate(evaluator.state.subset_names)
+            }
+    path = os.path.join(output_dir, "run_summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+    logger.info("run summary written to %s", path)
+    return path

@@ -10,7 +10,9 @@ def test_parameter_counts():
     shared = sum(p.numel() for p, s in zip(net.parameters(), net.shared_mask()) if s)
     assert total == 3_245_235
     assert shared == 3_236_403
-    per_mod = [sum(p.numel() for n, p in net.named_parameters() if n.endswith("." + m)) for m in net.modalities]
+    per_mod = [
+        sum(p.numel() for n, p in net.named_parameters() if n.endswith("." + m)) for m in net.modalities
+    ]
     assert per_mod == [2_208] * 4
     assert sum(p.numel() for p in DynamicSharingUNet(width=1.0).parameters()) == 12_960_099
 
@@ -53,7 +55,9 @@ def test_fused_is_mean_of_stream_logits(net_and_x):
         mask = torch.tensor([[True, False, False, True], [False, True, True, True]])
         per = net(x, mask)
         assert torch.allclose(per[0], (streams["t1"][0] + streams["flair"][0]) / 2, atol=1e-5)
-        assert torch.allclose(per[1], (streams["t1ce"][1] + streams["t2"][1] + streams["flair"][1]) / 3, atol=1e-5)
+        assert torch.allclose(
+            per[1], (streams["t1ce"][1] + streams["t2"][1] + streams["flair"][1]) / 3, atol=1e-5
+        )
         # separate-graph streams give the same numbers as folded ones
         sep = net.forward_streams(x, fold=False)
         for m in net.modalities:

@@ -40,7 +40,9 @@ def per_objective_grads(losses_fn, params):
         for p in params:
             p.grad = None
         losses_fn()[k].backward()
-        out.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params]))
+        out.append(
+            torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        )
     for p in params:
         p.grad = None
     return out

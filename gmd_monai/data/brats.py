@@ -62,6 +62,7 @@ __all__ = [
     "RandPosNegCropd",
     "RobustZScoreNormalized",
     "build_datalist",
+    "load_or_build_datalist",
     "convert_labels_to_regions",
     "read_case_list",
     "robust_zscore",
@@ -1002,3 +1003,54 @@ def val_transforms(crop_foreground: bool = True) -> Compose:
         crop_foreground: crop to the brain's bounding box (invertible, e.g. with ``Invertd``).
     """
     return Compose(_load_part(("image", "label"), crop_foreground, allow_missing_label=True))
+
+
+def load_or_build_datalist(
+    datalist: str | os.PathLike | None,
+    dataset_dir: str | os.PathLike | None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict:
+    """The bundle's entry: read a datalist JSON if given, else scan ``dataset_dir`` and split it.
+
+    Relative image/label paths in a datalist are resolved against ``dataset_dir`` (or the JSON's folder).
+    Every section the bundle uses (``training``, ``validation``, ``testing``) is present afterwards;
+    a missing ``validation``/``testing`` section falls back to ``training`` with a warning.
+
+    Args:
+        datalist: path of a decathlon-style JSON (e.g. from ``gmd-monai prepare-datalist``), or None.
+        dataset_dir: BraTS folder, used when no datalist is given.
+        val_fraction, test_fraction, seed: random split of ``dataset_dir`` (see :func:`build_datalist`).
+    """
+    if datalist is None:
+        if dataset_dir is None:
+            raise ValueError("no data: set dataset_dir (a BraTS folder) or datalist (a datalist JSON)")
+        data = build_datalist(dataset_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    else:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(data, dict) or not data.get("training"):
+            raise ValueError(f"{path}: no 'training' section (expected a decathlon-style datalist)")
+        base = Path(dataset_dir) if dataset_dir is not None else path.parent
+
+        def _abs(p):
+            if isinstance(p, list | tuple):
+                return [_abs(x) for x in p]
+            return str(p if Path(p).is_absolute() else base / p)
+
+        for section in ("training", "validation", "testing"):
+            for item in data.get(section) or []:
+                for key in ("image", "label"):
+                    if key in item:
+                        item[key] = _abs(item[key])
+    for section in ("validation", "testing"):
+        if not data.get(section):
+            logger.warning("datalist has no %r cases: using the training cases for it", section)
+            data[section] = list(data["training"])
+    return data

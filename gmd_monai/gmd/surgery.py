@@ -137,7 +137,7 @@ def write_merged_gradient(
     shared: Sequence[bool] | None = None,
     nonshared_factor: float = 1.0,
 ) -> None:
-    """Accumulate ``merged = weights @ jac`` into ``p.grad`` (non-shared parameters times ``nonshared_factor``)."""
+    """Accumulate ``merged = weights @ jac`` into ``p.grad`` (non-shared parameters x ``nonshared_factor``)."""
     merged = weights.to(jac.device, jac.dtype) @ jac
     scale = _scale_vector(params, shared, nonshared_factor)
     if scale is not None:

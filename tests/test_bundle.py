@@ -1,0 +1,147 @@
+"""The BraTS bundle end to end: train 1 epoch (synthetic and real cases), properties, 15-subset evaluation."""
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monai.bundle import ConfigWorkflow
+
+from gmd_monai.data.synthetic import make_synthetic_brats
+from gmd_monai.subsets import BRATS_MODALITIES, SubsetSpace
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "bundle" / "configs" / "train.yaml")
+EVALUATE = str(REPO / "bundle" / "configs" / "evaluate.yaml")
+NAMES = SubsetSpace(BRATS_MODALITIES).names
+
+
+def _overrides(tmp: Path, dataset_dir: str, **extra) -> dict:
+    base = dict(
+        bundle_root=str(REPO / "bundle"),
+        dataset_dir=dataset_dir,
+        ckpt_dir=str(tmp / "models"),
+        output_dir=str(tmp / "runs"),
+        max_epochs=1,
+        val_interval=1,
+        width=0.25,
+        roi_size=[16, 16, 16],
+        batch_size=2,
+        num_workers=0,
+        val_fraction=0.25,
+        test_fraction=0.25,
+    )
+    return {**base, **extra}
+
+
+def _run(config, **overrides) -> ConfigWorkflow:
+    wf = ConfigWorkflow(config_file=config, workflow_type="train", **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def _check_training_outputs(tmp: Path):
+    assert (tmp / "models" / "model.pt").is_file()
+    summary = json.loads((tmp / "runs" / "run_summary.json").read_text())
+    assert summary["method"] == "gmd" and summary["epochs"] == 1
+    assert list(summary["last_val_subset_dice"]) == NAMES
+    with open(tmp / "runs" / "gmd_weights.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][3:] == [f"w[{n}]" for n in NAMES]
+    weights = [float(x) for x in rows[1][3:]]
+    assert len(weights) == 15 and all(w > 0 for w in weights)
+    with open(tmp / "runs" / "val_subset_dice.csv") as f:
+        val = list(csv.DictReader(f))
+    assert [r["subset"] for r in val] == NAMES
+    assert list((tmp / "runs").glob("events.out.tfevents*")), "no TensorBoard event file"
+
+
+def _check_eval_outputs(eval_dir: Path, num_cases: int):
+    table = (eval_dir / "subset_table.md").read_text()
+    body = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(body) == 1 + 15 + 1  # header, 15 subsets, mean
+    assert body[-1].startswith("| **mean**")
+    assert "| 10 | ○ | ● | ○ | ● |" in table  # t1ce+flair row shows present/absent marks
+    with open(eval_dir / "per_case.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15 * num_cases
+    for r in rows:
+        for key in ("dice_wt", "dice_tc", "dice_et"):
+            assert 0.0 <= float(r[key]) <= 1.0
+        assert float(r["hd95_wt"]) >= 0.0
+    png = eval_dir / "subset_dice.png"
+    assert png.is_file() and png.stat().st_size > 5000
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_brats(root, num_cases=4, shape=(32, 32, 32), seed=1)
+    return str(root)
+
+
+def test_train_properties(tmp_path, synthetic_dir):
+    wf = ConfigWorkflow(config_file=TRAIN, workflow_type="train", **_overrides(tmp_path, synthetic_dir))
+    wf.initialize()
+    assert wf.check_properties() == []
+
+
+def test_bundle_trains_and_evaluates_on_synthetic(tmp_path, synthetic_dir):
+    _run(TRAIN, **_overrides(tmp_path, synthetic_dir))
+    _check_training_outputs(tmp_path)
+    ov = _overrides(tmp_path, synthetic_dir, eval_dir=str(tmp_path / "eval"))
+    ov["checkpoint"] = str(tmp_path / "models" / "model.pt")
+    _run([TRAIN, EVALUATE], **ov)
+    _check_eval_outputs(tmp_path / "eval", num_cases=1)
+
+
+def test_other_methods_train(tmp_path, synthetic_dir):
+    for method in ("mean", "dropout", "upgrad"):
+        out = tmp_path / method
+        _run(TRAIN, **_overrides(out, synthetic_dir, method=method))
+        summary = json.loads((out / "runs" / "run_summary.json").read_text())
+        assert summary["method"] == method
+
+
+def test_wrong_dataset_dir_is_named(tmp_path):
+    missing = tmp_path / "no_such_brats"
+    with pytest.raises(Exception) as info:
+        _run(TRAIN, **_overrides(tmp_path, str(missing)))
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(str(e))
+        e = e.__cause__ or e.__context__
+    assert any(str(missing) in msg for msg in chain), chain
+
+
+def _crop_real_case(src: Path, dst: Path, size=(64, 64, 48)) -> None:
+    case = src.name
+    seg = nib.load(src / f"{case}_seg.nii.gz")
+    lab = np.asarray(seg.dataobj)
+    centre = np.round(np.argwhere(lab > 0).mean(0)).astype(int)
+    start = [int(np.clip(c - s // 2, 0, d - s)) for c, s, d in zip(centre, size, lab.shape)]
+    sl = tuple(slice(a, a + s) for a, s in zip(start, size))
+    (dst / case).mkdir(parents=True)
+    for suffix in ("t1", "t1ce", "t2", "flair", "seg"):
+        img = nib.load(src / f"{case}_{suffix}.nii.gz")
+        affine = img.affine.copy()
+        affine[:3, 3] = img.affine[:3, :3] @ np.array(start) + img.affine[:3, 3]
+        data = np.asarray(img.dataobj)[sl]
+        nib.save(nib.Nifti1Image(data, affine, img.header), dst / case / f"{case}_{suffix}.nii.gz")
+
+
+@pytest.mark.realdata
+def test_bundle_trains_on_two_real_cases(tmp_path, brats_dir):
+    data = tmp_path / "real"
+    for case in ("Brats18_2013_11_1", "Brats18_CBICA_ABM_1"):
+        _crop_real_case(brats_dir / case, data)
+    ov = _overrides(tmp_path, str(data), roi_size=[32, 32, 32], val_fraction=0.0, test_fraction=0.0)
+    _run(TRAIN, **ov)
+    _check_training_outputs(tmp_path)
+    ov.update(eval_dir=str(tmp_path / "eval"), checkpoint=str(tmp_path / "models" / "model.pt"), hd95=True)
+    _run([TRAIN, EVALUATE], **ov)
+    _check_eval_outputs(tmp_path / "eval", num_cases=2)
