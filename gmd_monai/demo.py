@@ -31,8 +31,8 @@ def run_bundle(config_files: list[str], workflow_type: str = "train", **override
 def demo(
     output_dir: str = "demo_output",
     method: str = "gmd",
-    epochs: int = 40,
-    num_cases: int = 16,
+    epochs: int = 30,
+    num_cases: int = 12,
     size: int = 48,
     roi: int = 32,
     width: float = 0.25,

@@ -47,6 +47,11 @@ def unwrap(network: nn.Module) -> nn.Module:
     return network.module if hasattr(network, "module") and isinstance(network.module, nn.Module) else network
 
 
+def _plain(x):
+    """Drop MONAI's MetaTensor wrapper for the network: every op on a MetaTensor pays for metadata."""
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
 def _autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -124,7 +129,7 @@ class SubsetTrainer(SupervisedTrainer):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        inputs, targets = batch[0], batch[1]
+        inputs, targets = _plain(batch[0]), _plain(batch[1])
         model = unwrap(engine.network)
         agg = engine.aggregator
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
@@ -190,7 +195,7 @@ class SubsetEvaluator(SupervisedEvaluator):
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
         batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        inputs, targets = batch[0], batch[1]
+        inputs, targets = _plain(batch[0]), _plain(batch[1])
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.eval()
         with torch.no_grad(), _autocast(engine.state.device, engine.use_amp):

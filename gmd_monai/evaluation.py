@@ -65,6 +65,8 @@ def predict_streams(network, image: torch.Tensor, inferer, device, available=Non
     model = unwrap(network)
     stacked = StackedStreams(network, available)
     names = [m for m in model.modalities if available is None or m in available]
+    if hasattr(image, "as_tensor"):  # MetaTensor: metadata bookkeeping on every op is not needed here
+        image = image.as_tensor()
     with torch.no_grad():
         out = inferer(image.to(device), stacked)
     return {k: v.float().cpu() for k, v in split_streams(out, names).items()}
