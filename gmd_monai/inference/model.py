@@ -1,0 +1,237 @@
+"""The trained network for inference: where its weights are, how to load them, and what they are.
+
+Weights are a ``state_dict`` of :class:`~gmd_monai.networks.DynamicSharingUNet`, saved bare or under
+``"model"`` (MONAI's CheckpointSaver), ``"state_dict"`` or ``"network"``. The width is read from a
+``model_info.json`` next to the weights when present, else from the checkpoint's tensor shapes.
+Without weights nothing runs unless ``allow_untrained=True`` (smoke tests only): no silent random output.
+
+Example:
+    >>> net, info = load_network()                    # bundle/models/model.pt
+    >>> info.sha256[:12], info.width, info.trained
+    ('3f2a...', 0.5, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gmd_monai.inference.errors import ModelError
+from gmd_monai.networks import DynamicSharingUNet
+from gmd_monai.subsets import BRATS_MODALITIES
+
+__all__ = [
+    "DEFAULT_WIDTH",
+    "ModelInfo",
+    "bundle_root",
+    "default_model_path",
+    "load_network",
+    "missing_weights_message",
+    "require_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The bundle's network width (``network_def#width`` of bundle/configs/train.yaml).
+DEFAULT_WIDTH = 0.5
+_BASE_CHANNELS = (32, 64, 128, 256, 512)
+
+
+def bundle_root() -> Path:
+    """The ``bundle/`` folder of this source tree (``<repo>/bundle``)."""
+    return Path(__file__).resolve().parents[2] / "bundle"
+
+
+def default_model_path() -> Path:
+    """``bundle/models/model.pt``: where the CLI looks for trained weights by default."""
+    return bundle_root() / "models" / "model.pt"
+
+
+def missing_weights_message(path: str | os.PathLike) -> str:
+    """How to get weights, for the error raised when none are found at ``path``."""
+    return (
+        f"no trained weights at {path}. Train the bundle first "
+        "(python -m monai.bundle run training --config_file bundle/configs/train.yaml --dataset_dir "
+        "/path/to/BraTS), "
+        f"or copy a trained checkpoint to {path}, or pass --model /path/to/model.pt. "
+        "(--allow_untrained runs a randomly initialised network: for smoke tests only, its output is "
+        "meaningless)"
+    )
+
+
+def require_weights(path: str | os.PathLike) -> str:
+    """Return ``path`` if it is a file, else raise :class:`ModelError` saying how to get weights.
+
+    Used by ``bundle/configs/inference.yaml`` before the checkpoint loader runs.
+    """
+    if not Path(path).is_file():
+        raise ModelError(missing_weights_message(path))
+    return os.fspath(path)
+
+
+@dataclass
+class ModelInfo:
+    """What the report says about the model.
+
+    Attributes:
+        path: the weights file (``None`` when untrained).
+        sha256: checksum of the weights file.
+        version: the bundle / model version (``model_info.json`` or ``bundle/configs/metadata.json``).
+        width: network width.
+        trained: False for a randomly initialised network (``--allow_untrained``).
+        modalities: the network's modality names.
+        region_order: the output channels.
+    """
+
+    path: str | None
+    sha256: str | None
+    version: str
+    width: float
+    trained: bool
+    modalities: tuple[str, ...] = BRATS_MODALITIES
+    region_order: tuple[str, ...] = ("WT", "TC", "ET")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        d["region_order"] = list(self.region_order)
+        d["network"] = "gmd_monai.networks.DynamicSharingUNet"
+        return d
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        logger.warning("%s: unreadable (%s); ignored", path, e)
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
+    state = checkpoint
+    if isinstance(state, dict):
+        for key in ("model", "state_dict", "network"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    tensors = isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    if not state or not tensors:
+        raise ModelError(
+            f"{path}: not a network state_dict (expected the DynamicSharingUNet's state_dict, bare or under "
+            "'model')"
+        )
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _width_from_state(state: dict[str, torch.Tensor], path: Path) -> float:
+    key = "down3.conv.conv2.weight"  # out channels = round(256 * width)
+    if key not in state:
+        raise ModelError(f"{path}: no {key!r} in the state_dict: not a DynamicSharingUNet checkpoint")
+    return float(state[key].shape[0]) / _BASE_CHANNELS[3]
+
+
+def _version(model_dir: Path, info: dict[str, Any]) -> str:
+    if info.get("version"):
+        return str(info["version"])
+    meta = _read_json(model_dir.parent / "configs" / "metadata.json")
+    return str(meta.get("version", "unknown"))
+
+
+def load_network(
+    model: str | os.PathLike | None = None,
+    allow_untrained: bool = False,
+    device: str | torch.device = "cpu",
+    width: float | None = None,
+) -> tuple[DynamicSharingUNet, ModelInfo]:
+    """Build the DS network and load its trained weights (eval mode, on ``device``).
+
+    Args:
+        model: the weights file; ``None`` uses :func:`default_model_path`.
+        allow_untrained: when no weights exist at the DEFAULT path, return a randomly initialised
+            network (logged as an error-level warning) instead of failing. For smoke tests only.
+            An explicitly given ``model`` path must always exist.
+        device: where the network goes.
+        width: network width of the untrained network (default: :data:`DEFAULT_WIDTH`); for a
+            checkpoint the width comes from ``model_info.json`` or the tensor shapes, and a different
+            ``width`` is an error.
+
+    Raises:
+        ModelError: missing weights (with how to get them), unreadable file, or weights that do not
+            fit the network.
+    """
+    explicit = model is not None
+    path = Path(model).expanduser() if explicit else default_model_path()
+    if not path.is_file():
+        if explicit:
+            raise ModelError(f"{path}: model file not found")
+        if not allow_untrained:
+            raise ModelError(missing_weights_message(path))
+        w = DEFAULT_WIDTH if width is None else float(width)
+        logger.error(
+            "UNTRAINED network (width %s, random weights): no weights at %s; the output is meaningless",
+            w,
+            path,
+        )
+        torch.manual_seed(0)
+        net = DynamicSharingUNet(modalities=BRATS_MODALITIES, out_channels=3, width=w)
+        info = ModelInfo(path=None, sha256=None, version="untrained", width=w, trained=False)
+        return net.to(device).eval(), info
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or foreign files
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {first})") from e
+    state = _state_dict(checkpoint, path)
+    model_info = _read_json(path.parent / "model_info.json")
+    ckpt_width = _width_from_state(state, path)
+    if model_info.get("width") is not None and abs(float(model_info["width"]) - ckpt_width) > 1e-6:
+        logger.warning(
+            "%s says width %s but the checkpoint's shapes give %s; using %s",
+            path.parent / "model_info.json",
+            model_info["width"],
+            ckpt_width,
+            ckpt_width,
+        )
+    if width is not None and abs(float(width) - ckpt_width) > 1e-6:
+        raise ModelError(f"{path}: the checkpoint has width {ckpt_width}, not the requested {width}")
+    norm_mods = sorted({k.rsplit(".", 1)[-1] for k in state if ".norm1.weight." in k})
+    if norm_mods and set(norm_mods) != set(BRATS_MODALITIES):
+        raise ModelError(
+            f"{path}: the checkpoint's modalities are {norm_mods}, not the BraTS {list(BRATS_MODALITIES)}"
+        )
+    out_channels = int(state["outc.weight"].shape[0]) if "outc.weight" in state else 3
+    if out_channels != 3:
+        raise ModelError(f"{path}: the checkpoint has {out_channels} outputs, expected 3 (WT, TC, ET)")
+    net = DynamicSharingUNet(modalities=BRATS_MODALITIES, out_channels=3, width=ckpt_width)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{path}: the weights do not fit the network ({first})") from e
+    info = ModelInfo(
+        path=str(path.resolve()),
+        sha256=_sha256(path),
+        version=_version(path.parent, model_info),
+        width=ckpt_width,
+        trained=True,
+    )
+    return net.to(device).eval(), info

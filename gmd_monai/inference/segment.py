@@ -1,0 +1,767 @@
+"""Segment one patient's partial MRI set (the clinician's command), or a folder of cases.
+
+Pipeline (:func:`segment`)::
+
+    inputs (any subset of t1, t1ce, t2, flair; NIfTI files, DICOM folders, a case folder or a 4-D file)
+      -> checks (clear errors naming the file; nothing written on error)
+      -> reference grid = first available of t1ce, flair, t2, t1; other grids resampled (warning),
+         optional rigid co-registration (--register)
+      -> LPS orientation, 1 mm spacing, crop to the brain, robust z-score (the training normalisation)
+      -> sliding window over the whole volume, running ONLY the available modality streams
+      -> region probabilities brought back to the reference grid -> BraTS label map (uint8)
+      -> <case>_seg.nii.gz (shape and affine of the reference image), optional probabilities,
+         <case>_report.json (modalities, model checksum, volumes in mL, measured accuracy for this
+         subset, warnings, timings) and <case>_montage.png
+
+Command line (see :func:`segment_cli`)::
+
+    gmd-monai segment --t1ce p/t1ce.nii.gz --flair p/flair_dicom/ --output out/p_seg.nii.gz
+    gmd-monai segment --case_dir BraTS2021_00000/ --output out/
+    gmd-monai segment --image p_4d.nii.gz --channels t1ce,flair --output out/
+    gmd-monai segment_batch cases/ out/
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import io as _io
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
+from torch import nn
+
+import gmd_monai
+from gmd_monai.inference.errors import InferenceError, InputError
+from gmd_monai.inference.grid import ras_affine
+from gmd_monai.inference.io import (
+    MODALITY_ALIASES,
+    LoadedCase,
+    canonical_modality,
+    case_id_of,
+    check_sources,
+    find_case_files,
+    find_case_folders,
+    sources_from_item,
+    write_nifti_like,
+)
+from gmd_monai.inference.model import ModelInfo, load_network
+from gmd_monai.inference.report import (
+    DISCLAIMER,
+    modality_warnings,
+    region_volumes,
+    reliability,
+    to_json,
+    write_montage,
+)
+from gmd_monai.inference.transforms import (
+    LABEL_VALUES,
+    TRAINING_ORIENTATION,
+    ModalitySlidingWindowInferer,
+    _label_format,
+    inference_postprocessing,
+    inference_preprocessing,
+    label_value_names,
+)
+from gmd_monai.subsets import BRATS_MODALITIES
+
+__all__ = [
+    "SegmentationResult",
+    "output_paths",
+    "resolve_device",
+    "segment",
+    "segment_batch",
+    "segment_batch_cli",
+    "segment_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`segment` produced.
+
+    Attributes:
+        case: the case id.
+        outputs: ``{"segmentation", "report", "montage", "probabilities"}`` -> written path (or None).
+        report: the JSON report as a dict.
+        labels: the label map ``(X, Y, Z)`` uint8 on the reference grid.
+    """
+
+    case: str
+    outputs: dict[str, str | None]
+    report: dict[str, Any]
+    labels: np.ndarray = field(repr=False)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked)."""
+    if device is None or str(device).lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, ValueError) as e:
+        raise InputError(f"--device {device!r}: not a device name (use auto, cpu, cuda or cuda:N)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def _strip_nifti(name: str) -> str:
+    for ext in _NIFTI_SUFFIXES:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def output_paths(output: str | os.PathLike | None, case_id: str) -> dict[str, Path]:
+    """The files of one segmentation.
+
+    ``output`` ending in ``.nii.gz`` / ``.nii`` is the label map; anything else is a folder that gets
+    ``<case>_seg.nii.gz``; ``None`` is the current folder. Side files share the stem without ``_seg``:
+    ``<stem>_report.json``, ``<stem>_montage.png``, ``<stem>_probabilities.nii.gz``.
+    """
+    if output is None:
+        label = Path.cwd() / f"{case_id}_seg.nii.gz"
+    else:
+        p = Path(os.fspath(output)).expanduser()
+        is_file = p.name.lower().endswith(_NIFTI_SUFFIXES) and not p.is_dir()
+        label = p if is_file else p / f"{case_id}_seg.nii.gz"
+    label = label.resolve()
+    stem = _strip_nifti(label.name)
+    base = stem[: -len("_seg")] if stem.endswith("_seg") and len(stem) > 4 else stem
+    return {
+        "segmentation": label,
+        "report": label.with_name(f"{base}_report.json"),
+        "montage": label.with_name(f"{base}_montage.png"),
+        "probabilities": label.with_name(f"{base}_probabilities.nii.gz"),
+    }
+
+
+class _AtomicOutputs:
+    """Write every output to a hidden temporary file first; rename all at the end, or delete all."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []
+
+    def tmp(self, final: Path) -> Path:
+        t = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+        self.pending.append((t, final))
+        return t
+
+    def commit(self) -> None:
+        for t, final in self.pending:
+            os.replace(t, final)
+        self.pending = []
+
+    def discard(self) -> None:
+        for t, _ in self.pending:
+            try:
+                t.unlink()
+            except FileNotFoundError:
+                pass
+        self.pending = []
+
+
+def _build_item(
+    modality_paths: Mapping[str, Any],
+    case_dir: Any,
+    image: Any,
+    channels: Any,
+) -> dict[str, Any]:
+    given = {k: v for k, v in modality_paths.items() if v is not None}
+    ways = (("--t1/--t1ce/--t2/--flair", given), ("--case_dir", case_dir), ("--image", image))
+    modes = [name for name, used in ways if used]
+    if len(modes) > 1:
+        raise InputError(f"give the inputs one way: {' or '.join(modes)}, not several")
+    if channels is not None and image is None:
+        raise InputError("--channels names the volumes of a 4-D --image; it needs --image")
+    if given:
+        out: dict[str, Any] = {}
+        for k, v in given.items():
+            mod = canonical_modality(k)
+            if mod in out:
+                raise InputError(f"modality {mod} given twice (--{k} and another alias)")
+            if isinstance(v, bool) or str(v).strip() == "":
+                raise InputError(f"--{k}: expected a file or DICOM folder path, got {v!r}")
+            out[mod] = str(v)
+        return {"image": out}
+    if case_dir is not None:
+        if isinstance(case_dir, bool):
+            raise InputError("--case_dir needs a folder path")
+        return {"image": {m: str(p) for m, p in find_case_files(os.fspath(case_dir)).items()}}
+    if image is not None:
+        if isinstance(image, bool):
+            raise InputError("--image needs a file path")
+        item: dict[str, Any] = {"image": str(image)}
+        if channels is not None:
+            item["modalities"] = channels
+        return item
+    raise InputError(
+        "no modality given: pass at least one of --t1, --t1ce, --t2, --flair (a NIfTI file or a DICOM "
+        "folder), "
+        "or --case_dir, or --image with --channels"
+    )
+
+
+def _roi(roi_size: Any) -> tuple[int, int, int]:
+    if isinstance(roi_size, (int, float)) and not isinstance(roi_size, bool):
+        roi = (int(roi_size),) * 3
+    elif isinstance(roi_size, str):
+        roi = tuple(int(v) for v in roi_size.replace("x", ",").split(",") if v.strip())  # type: ignore[assignment]
+    else:
+        roi = tuple(int(v) for v in roi_size)  # type: ignore[assignment]
+    if len(roi) == 1:
+        roi = roi * 3  # type: ignore[assignment]
+    if len(roi) != 3 or any(r < 16 or r % 16 for r in roi):
+        raise InputError(f"--roi_size {roi_size!r}: need 1 or 3 sizes, each a multiple of 16 (e.g. 128)")
+    return roi  # type: ignore[return-value]
+
+
+def segment(
+    t1: str | os.PathLike | None = None,
+    t1ce: str | os.PathLike | None = None,
+    t2: str | os.PathLike | None = None,
+    flair: str | os.PathLike | None = None,
+    case_dir: str | os.PathLike | None = None,
+    image: str | os.PathLike | None = None,
+    channels: str | Sequence[str] | None = None,
+    output: str | os.PathLike | None = None,
+    model: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    labels: str = "brats",
+    probabilities: bool = False,
+    montage: bool = True,
+    register: bool = False,
+    allow_untrained: bool = False,
+    roi_size: int | Sequence[int] = 128,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    progress: bool = False,
+    network: tuple[nn.Module, ModelInfo] | None = None,
+    extra_inputs: Mapping[str, Any] | None = None,
+) -> SegmentationResult:
+    """Segment one patient from whatever modalities are available.
+
+    Give the inputs ONE way: by modality (``t1``, ``t1ce``, ``t2``, ``flair``: any non-empty subset,
+    each a NIfTI file or a DICOM series folder), or ``case_dir`` (a folder of BraTS-named files:
+    ``<case>_t1ce.nii.gz`` ... or ``<case>-t1c.nii.gz`` ...), or ``image`` (a 4-D file) with
+    ``channels`` naming its volumes in order.
+
+    Args:
+        t1: T1 image.
+        t1ce: contrast-enhanced T1 image.
+        t2: T2 image.
+        flair: FLAIR image.
+        case_dir: a case folder.
+        image: a 4-D image (or one BraTS-named 3-D file: its sibling modality files are used too).
+        channels: the modalities of ``image``'s volumes (``"t1ce,flair"`` or a list).
+        output: the label map path (``.nii.gz``) or a folder; default ``./<case>_seg.nii.gz``.
+        model: trained weights; default ``bundle/models/model.pt``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        labels: ``"brats"`` for {0, 1, 2, 4} or ``"brats2021"`` for {0, 1, 2, 3}.
+        probabilities: also write the (WT, TC, ET) probabilities as a 4-D float32 NIfTI.
+        montage: write the PNG montage.
+        register: rigidly co-register every modality to the reference (mutual information).
+        allow_untrained: run a random network when no weights exist (smoke tests only).
+        roi_size: sliding-window size (multiple of 16; training crops were 128).
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward.
+        progress: show the sliding-window progress bar.
+        network: an already loaded ``(network, ModelInfo)`` (batch mode); overrides ``model``.
+        extra_inputs: more modality inputs by name (aliases such as ``t1c`` or ``t2f``); unknown
+            names are an error.
+
+    Returns:
+        A :class:`SegmentationResult`.
+
+    Raises:
+        InputError: a bad input (named in the message); nothing is written.
+        ModelError: no (usable) weights; nothing is written.
+    """
+    t_start = time.perf_counter()
+    label_format = _label_format(labels)
+    roi = _roi(roi_size)
+    if not 0.0 <= float(overlap) < 1.0:
+        raise InputError(f"--overlap {overlap}: must be in [0, 1)")
+    modality_paths: dict[str, Any] = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
+    for k, v in (extra_inputs or {}).items():
+        if str(k).strip().lower() not in MODALITY_ALIASES:
+            raise InputError(
+                f"unknown option or modality name --{k}; modalities are --t1, --t1ce, --t2, --flair "
+                "(aliases --t1n, --t1c, --t2w, --t2f)"
+            )
+        modality_paths[str(k)] = v
+    item = _build_item(modality_paths, case_dir, image, channels)
+    sources = check_sources(sources_from_item(item, default_4d_channels=None))
+    case_id = case_id_of(sources, case_dir=case_dir)
+    paths = output_paths(output, case_id)
+    input_files = {s.path.resolve() for s in sources}
+    for kind, p in paths.items():
+        if p in input_files:
+            raise InputError(f"{p}: the {kind} output would overwrite an input file; choose another --output")
+        if p.is_dir():
+            raise InputError(f"{p}: the {kind} output path is an existing folder")
+
+    dev = resolve_device(device)
+
+    # read and check every input (errors before anything else), bring them onto the reference grid
+    t0 = time.perf_counter()
+    pre = inference_preprocessing(register=register, default_4d_channels=None, keep_case=True)
+    data = pre.transforms[0](item)  # LoadModalitiesd
+    case: LoadedCase = data.pop("loaded_case")
+    names = list(case.modalities)
+    t_pre = time.perf_counter() - t0
+
+    if network is None:
+        net, info = load_network(model, allow_untrained=allow_untrained, device=dev)
+    else:
+        net, info = network
+        net = net.to(dev).eval()
+
+    # the rest of the preprocessing, exactly as in training: orientation, 1 mm, crop, robust z-score
+    t0 = time.perf_counter()
+    data = Compose(pre.transforms[1:])(data)
+    t_pre += time.perf_counter() - t0
+
+    # sliding window over the whole volume, only the available streams
+    t0 = time.perf_counter()
+    inferer = ModalitySlidingWindowInferer(
+        roi_size=roi,
+        sw_batch_size=int(sw_batch_size),
+        overlap=float(overlap),
+        mode="gaussian",
+        progress=progress,
+    )
+    x = data["image"].as_tensor()[None].to(dev)
+    with torch.inference_mode():
+        logits = inferer(x, net, available=names)
+    data["pred"] = MetaTensor(logits[0].float().cpu())  # Invertd takes its meta from data["image"]
+    t_inf = time.perf_counter() - t0
+
+    # back to the reference grid, label map
+    t0 = time.perf_counter()
+    prob_key = "prob" if probabilities else None
+    post = inference_postprocessing(pre, label_format=label_format, probabilities_key=prob_key)
+    data = post(data)
+    label_map = np.ascontiguousarray(data["pred"][0].cpu().numpy().astype(np.uint8))
+    ref_img = case.reference_image
+    if label_map.shape != tuple(ref_img.GetSize()):
+        raise RuntimeError(
+            f"internal error: label map shape {label_map.shape} != reference {ref_img.GetSize()}"
+        )
+    values = LABEL_VALUES[label_format]
+    vol = region_volumes(label_map, ref_img.GetSpacing(), et_value=values["ET"])
+    t_post = time.perf_counter() - t0
+
+    rel = reliability(names, info.path, trained=info.trained)
+    untrained = [rel["statement"]] if not info.trained else []
+    new_warnings = modality_warnings(names, rel)
+    if vol["voxel_counts"]["WT"] == 0:
+        new_warnings.append("No tumour was segmented (all voxels background).")
+    for w in untrained + new_warnings:
+        logger.warning(w)
+    warnings = untrained + list(case.warnings) + new_warnings
+
+    report: dict[str, Any] = {
+        "case": case_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "modalities_used": names,
+        "modalities_missing": [m for m in BRATS_MODALITIES if m not in names],
+        "subset": rel["subset"],
+        "reference_modality": case.reference,
+        "inputs": case.info,
+        "reference_grid": {
+            "shape": list(ref_img.GetSize()),
+            "spacing_mm": [float(s) for s in ref_img.GetSpacing()],
+            "affine_ras": ras_affine(ref_img).round(6).tolist(),
+        },
+        "model": info.as_dict(),
+        "inference": {
+            "device": str(dev),
+            "network_orientation": TRAINING_ORIENTATION,
+            "network_spacing_mm": [1.0, 1.0, 1.0],
+            "normalisation": "per modality: clip to the 0.5/99.5 percentiles of the brain (nonzero) voxels, "
+            "z-score over the brain, background 0 (gmd_monai.data.brats.RobustZScoreNormalized)",
+            "sliding_window": {
+                "roi_size": list(roi),
+                "overlap": float(overlap),
+                "mode": "gaussian",
+                "sw_batch_size": int(sw_batch_size),
+            },  # fmt: skip
+            "streams_run": names,
+            "threshold": 0.5,
+        },
+        "labels": {"convention": label_format, "values": label_value_names(label_format)},
+        "volumes_ml": vol["volumes_ml"],
+        "voxel_counts": vol["voxel_counts"],
+        "voxel_volume_ml": vol["voxel_volume_ml"],
+        "volume_definitions": {
+            "ET": f"label {values['ET']}",
+            "TC": f"labels {values['NCR']} and {values['ET']}",
+            "WT": "all nonzero labels",
+        },
+        "reliability": rel,
+        "warnings": warnings,
+        "disclaimer": DISCLAIMER,
+        "software": {
+            "gmd_monai": gmd_monai.__version__,
+            "torch": torch.__version__,
+            "monai": __import__("monai").__version__,
+            "simpleitk": sitk.Version_VersionString(),
+            "python": platform.python_version(),
+        },
+    }
+
+    writer = _AtomicOutputs()
+    written: dict[str, str | None] = {k: None for k in paths}
+    try:
+        t0 = time.perf_counter()
+        paths["segmentation"].parent.mkdir(parents=True, exist_ok=True)
+        ref_source = case.reference_source
+        write_nifti_like(writer.tmp(paths["segmentation"]), label_map, ref_source, ref_img)
+        written["segmentation"] = str(paths["segmentation"])
+        if probabilities:
+            prob = data["prob"]
+            prob = prob.as_tensor() if hasattr(prob, "as_tensor") else torch.as_tensor(prob)
+            prob_arr = np.ascontiguousarray(np.moveaxis(prob.cpu().numpy().astype(np.float32), 0, -1))
+            write_nifti_like(writer.tmp(paths["probabilities"]), prob_arr, ref_source, ref_img)
+            written["probabilities"] = str(paths["probabilities"])
+        if montage:
+            images = {m: sitk.GetArrayViewFromImage(case.images[m]).transpose(2, 1, 0) for m in names}
+            flag = "" if info.trained else "  [UNTRAINED MODEL: meaningless]"
+            title = f"{case_id}: {rel['subset']}\nmodel {info.version}{flag}"
+            affine = ras_affine(ref_img)
+            write_montage(writer.tmp(paths["montage"]), images, label_map, affine, values, title=title)
+            written["montage"] = str(paths["montage"])
+        written["report"] = str(paths["report"])
+        t_write = time.perf_counter() - t0
+        report["outputs"] = written
+        report["timings_seconds"] = {
+            "read_and_preprocess": round(t_pre, 3),
+            "inference": round(t_inf, 3),
+            "postprocess": round(t_post, 3),
+            "write": round(t_write, 3),
+        }
+        report["elapsed_seconds"] = round(time.perf_counter() - t_start, 3)
+        writer.tmp(paths["report"]).write_text(to_json(report))
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    logger.info("wrote %s (%.1f s)", paths["segmentation"], report["elapsed_seconds"])
+    return SegmentationResult(case=case_id, outputs=written, report=report, labels=label_map)
+
+
+# ----------------------------------------------------------------------------------------------
+# batch
+# ----------------------------------------------------------------------------------------------
+
+_SUMMARY_FIELDS = (
+    "case",
+    "status",
+    "modalities",
+    "ET_ml",
+    "TC_ml",
+    "WT_ml",
+    "seconds",
+    "segmentation",
+    "message",
+)
+
+
+def segment_batch(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    labels: str = "brats",
+    probabilities: bool = False,
+    montage: bool = True,
+    register: bool = False,
+    allow_untrained: bool = False,
+    roi_size: int | Sequence[int] = 128,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Segment every case folder under ``input_dir`` (any subset of modalities per case).
+
+    A case folder is a sub-folder holding BraTS-named modality files or DICOM series folders (see
+    :func:`gmd_monai.inference.io.find_case_files`). Outputs go to ``output_dir/<case>_seg.nii.gz``
+    (+ report, montage, probabilities); ``output_dir/batch_summary.csv`` lists every case with its
+    status, volumes and error message. A failing case does not stop the others. The model is loaded once.
+
+    Returns:
+        One summary row per case.
+
+    Raises:
+        InputError: ``input_dir`` holds no case folder.
+        ModelError: no (usable) weights.
+    """
+    folders = find_case_folders(input_dir)
+    if not folders:
+        raise InputError(
+            f"{input_dir}: no case folder found (sub-folders holding files named like <case>_t1ce.nii.gz or "
+            "<case>-t1c.nii.gz, or DICOM folders named t1, t1ce, t2, flair)"
+        )
+    out_dir = Path(output_dir).expanduser().resolve()
+    _label_format(labels)
+    dev = resolve_device(device)
+    net, info = load_network(model, allow_untrained=allow_untrained, device=dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(folders, desc="segmenting", unit="case", disable=not progress)
+    for folder in bar:
+        bar.set_postfix_str(folder.name)
+        t0 = time.perf_counter()
+        try:
+            res = segment(
+                case_dir=folder,
+                output=out_dir / f"{folder.name}_seg.nii.gz",
+                device=dev,
+                labels=labels,
+                probabilities=probabilities,
+                montage=montage,
+                register=register,
+                roi_size=roi_size,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                network=(net, info),
+            )
+            v = res.report["volumes_ml"]
+            rows.append(
+                {
+                    "case": folder.name,
+                    "status": "ok",
+                    "modalities": res.report["subset"],
+                    "ET_ml": v["ET"],
+                    "TC_ml": v["TC"],
+                    "WT_ml": v["WT"],
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "segmentation": res.outputs["segmentation"],
+                    "message": f"{len(res.report['warnings'])} warning(s)",
+                }
+            )
+        except (InferenceError, ValueError, OSError) as e:
+            msg = " ".join(str(e).split())
+            logger.error("%s: %s", folder.name, msg)
+            seconds = round(time.perf_counter() - t0, 2)
+            rows.append({"case": folder.name, "status": "failed", "seconds": seconds, "message": msg})
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_SUMMARY_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in _SUMMARY_FIELDS})
+    summary = out_dir / "batch_summary.csv"
+    tmp = summary.with_name(f".tmp-{os.getpid()}-{summary.name}")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, summary)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------
+
+
+def _setup_logging(quiet: bool) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        level = logging.WARNING if quiet else logging.INFO
+        logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    logging.getLogger("gmd_monai").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _fail(command: str, e: BaseException) -> None:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    print(f"gmd-monai {command}: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def segment_cli(
+    *,
+    t1: str | None = None,
+    t1ce: str | None = None,
+    t2: str | None = None,
+    flair: str | None = None,
+    case_dir: str | None = None,
+    image: str | None = None,
+    channels: str | Sequence[str] | None = None,
+    output: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+    labels: str = "brats",
+    probabilities: bool = False,
+    montage: bool = True,
+    register: bool = False,
+    allow_untrained: bool = False,
+    roi_size: int | Sequence[int] = 128,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    quiet: bool = False,
+    debug: bool = False,
+    **unknown: Any,
+) -> None:
+    """Segment a brain tumour from any subset of T1, T1ce, T2 and FLAIR (NIfTI files or DICOM folders).
+
+    Examples:
+        gmd-monai segment --t1ce t1ce.nii.gz --flair flair_dicom/ --output out/patient_seg.nii.gz
+        gmd-monai segment --case_dir BraTS2021_00000/ --output out/
+        gmd-monai segment --image patient_4d.nii.gz --channels t1ce,flair --output out/
+
+    Writes the label map (BraTS labels, on the reference image's grid), ``<case>_report.json``
+    (modalities, model checksum, volumes in mL, what the evaluation measured for this modality
+    subset, warnings) and ``<case>_montage.png``. Errors: one line on stderr, exit code 2, nothing written.
+
+    Args:
+        t1: T1 NIfTI file or DICOM series folder.
+        t1ce: contrast-enhanced T1 (T1c, T1Gd).
+        t2: T2.
+        flair: FLAIR (T2f).
+        case_dir: a folder with BraTS-named files (<case>_t1ce.nii.gz ... or <case>-t1c.nii.gz ...).
+        image: a 4-D NIfTI (give --channels).
+        channels: its volumes' modalities in order, e.g. t1,t1ce,t2,flair.
+        output: label map path (.nii.gz) or output folder (default: ./<case>_seg.nii.gz).
+        model: trained weights (default: bundle/models/model.pt).
+        device: auto, cpu, cuda or cuda:N.
+        labels: brats ({0,1,2,4}, default) or brats2021 ({0,1,2,3}).
+        probabilities: also write WT/TC/ET probability maps.
+        montage: write the PNG montage (--nomontage to skip).
+        register: rigid co-registration of every modality to the reference (mutual information).
+        allow_untrained: run without trained weights (random output; smoke tests only).
+        roi_size: sliding-window size (multiple of 16).
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward pass.
+        quiet: only warnings and errors on stderr.
+        debug: show the full traceback on error.
+    """
+    if unknown.keys() & {"help", "h"}:  # **unknown would swallow fire's --help
+        print(inspect.cleandoc(segment_cli.__doc__ or ""))
+        return
+    _setup_logging(quiet)
+    try:
+        res = segment(
+            t1=t1,
+            t1ce=t1ce,
+            t2=t2,
+            flair=flair,
+            case_dir=case_dir,
+            image=image,
+            channels=channels,
+            output=output,
+            model=model,
+            device=device,
+            labels=labels,
+            probabilities=probabilities,
+            montage=montage,
+            register=register,
+            allow_untrained=allow_untrained,
+            roi_size=roi_size,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            progress=not quiet,
+            extra_inputs=unknown,
+        )
+    except (InferenceError, ValueError, OSError) as e:
+        if debug:
+            raise
+        _fail("segment", e)
+        return
+    r = res.report
+    v = r["volumes_ml"]
+    lines = [f"{k + ':':<14}{p}" for k, p in res.outputs.items() if p]
+    lines.append(f"{'modalities:':<14}{r['subset']} (reference grid: {r['reference_modality']})")
+    lines.append(f"{'volumes (mL):':<14}ET {v['ET']:.2f}  TC {v['TC']:.2f}  WT {v['WT']:.2f}")
+    lines.append(f"{'accuracy:':<14}{r['reliability']['statement']}")
+    if r["warnings"]:
+        lines.append("warnings:")
+        lines.extend(f"  - {w}" for w in r["warnings"])
+    print("\n".join(lines))
+
+
+def segment_batch_cli(
+    input_dir: str,
+    output_dir: str,
+    *,
+    model: str | None = None,
+    device: str = "auto",
+    labels: str = "brats",
+    probabilities: bool = False,
+    montage: bool = True,
+    register: bool = False,
+    allow_untrained: bool = False,
+    roi_size: int | Sequence[int] = 128,
+    overlap: float = 0.5,
+    sw_batch_size: int = 1,
+    quiet: bool = False,
+    debug: bool = False,
+) -> None:
+    """Segment every case folder under INPUT_DIR into OUTPUT_DIR, with a progress bar.
+
+    Each case keeps the modalities it has. OUTPUT_DIR gets <case>_seg.nii.gz, <case>_report.json,
+    <case>_montage.png per case and batch_summary.csv. Exit code 2 if any case failed.
+
+    Args:
+        input_dir: folder of case folders.
+        output_dir: where the results go.
+        model: trained weights (default: bundle/models/model.pt).
+        device: auto, cpu, cuda or cuda:N.
+        labels: brats ({0,1,2,4}) or brats2021 ({0,1,2,3}).
+        probabilities: also write probability maps.
+        montage: write PNG montages (--nomontage to skip).
+        register: rigid co-registration to the reference modality.
+        allow_untrained: run without trained weights (smoke tests only).
+        roi_size: sliding-window size.
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward pass.
+        quiet: no progress bar; only warnings and errors.
+        debug: full traceback on error.
+    """
+    _setup_logging(quiet)
+    try:
+        rows = segment_batch(
+            input_dir,
+            output_dir,
+            model=model,
+            device=device,
+            labels=labels,
+            probabilities=probabilities,
+            montage=montage,
+            register=register,
+            allow_untrained=allow_untrained,
+            roi_size=roi_size,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            progress=not quiet,
+        )
+    except (InferenceError, ValueError, OSError) as e:
+        if debug:
+            raise
+        _fail("segment_batch", e)
+        return
+    failed = [r for r in rows if r["status"] != "ok"]
+    summary = Path(output_dir) / "batch_summary.csv"
+    print(f"{len(rows) - len(failed)} of {len(rows)} case(s) segmented; summary: {summary}")
+    for r in failed:
+        print(f"  failed: {r['case']}: {r['message']}", file=sys.stderr)
+    if failed:
+        raise SystemExit(2)

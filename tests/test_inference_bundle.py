@@ -1,0 +1,149 @@
+"""bundle/configs/inference.yaml: infer-workflow properties, any-subset datalists, same output as the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.data import MetaTensor
+
+from gmd_monai.inference import InputError, ModalitySlidingWindowInferer, ModelError, load_network, segment
+from gmd_monai.networks import DynamicSharingUNet
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "bundle" / "configs" / "inference.yaml"
+TRAIN = ROOT / "bundle" / "configs" / "train.yaml"
+SHARED = ROOT.parent / "shared"
+BRATS_DIR = SHARED / "data" / "brats2018"
+CASE = "Brats18_TCIA02_135_1"
+CROP = (64, 64, 48)
+MODS = ("t1", "t1ce", "t2", "flair")
+
+
+def crop_brats_case(src: Path, dst: Path, size=CROP) -> Path:
+    """Write the case's files cropped to ``size`` around the tumour centre (affine shifted accordingly)."""
+    case = src.name
+    out = dst / case
+    out.mkdir(parents=True, exist_ok=True)
+    seg = np.asarray(nib.load(src / f"{case}_seg.nii.gz").dataobj)
+    idx = np.argwhere(seg > 0)
+    centre = (idx.min(0) + idx.max(0)) // 2
+    start = np.clip(centre - np.array(size) // 2, 0, np.array(seg.shape) - np.array(size))
+    sl = tuple(slice(int(a), int(a) + int(b)) for a, b in zip(start, size))
+    for m in MODS:
+        img = nib.load(src / f"{case}_{m}.nii.gz")
+        affine = img.affine.copy()
+        affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
+        nib.save(
+            nib.Nifti1Image(np.asarray(img.dataobj)[sl], affine, header=img.header),
+            out / f"{case}_{m}.nii.gz",
+        )
+    return out
+
+
+def test_infer_workflow_properties_and_network_def():
+    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer")
+    wf.initialize()
+    assert wf.check_properties() == []
+    # the same network as training: class, modalities, outputs, width, parameter shapes
+    train = ConfigParser()
+    train.read_config(str(TRAIN))
+    a, b = wf.parser.get_parsed_content("network_def"), train.get_parsed_content("network_def")
+    assert type(a) is type(b) is DynamicSharingUNet
+    assert (a.modalities, a.out_channels, a.width) == (b.modalities, b.out_channels, b.width)
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert wf.parser["postprocessing"]["transforms"][-1]["output_dtype"] == "$numpy.uint8"
+
+
+def test_inferer_runs_only_the_named_streams():
+    seen: list[tuple[int, tuple[str, ...]]] = []
+
+    class Stub(torch.nn.Module):
+        def forward(self, x, available=None):
+            seen.append((x.shape[1], tuple(available)))
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    inferer = ModalitySlidingWindowInferer(roi_size=(16, 16, 16), overlap=0.0)
+    x = MetaTensor(torch.rand(1, 2, 20, 16, 16), meta={"modalities": ["t1ce+flair"]})  # as collated
+    assert inferer(x, Stub()).shape == (1, 3, 20, 16, 16)
+    assert seen and set(seen) == {(2, ("t1ce", "flair"))}
+    seen.clear()
+    inferer(torch.rand(1, 4, 16, 16, 16), Stub())
+    assert set(seen) == {(4, MODS)}
+    with pytest.raises(ValueError, match="no modality names"):
+        inferer(torch.rand(1, 3, 16, 16, 16), Stub())
+    with pytest.raises(ValueError, match="mixes modality subsets"):
+        inferer(MetaTensor(torch.rand(2, 1, 16, 16, 16), meta={"modalities": ["t1", "t2"]}), Stub())
+
+
+@pytest.mark.realdata
+def test_bundle_inference_any_subset_matches_cli(tmp_path):
+    if not BRATS_DIR.is_dir():
+        pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
+    case = crop_brats_case(BRATS_DIR / CASE, tmp_path / "src")
+    f = {m: case / f"{CASE}_{m}.nii.gz" for m in MODS}
+    torch.manual_seed(1)
+    ckpt = tmp_path / "models" / "model.pt"
+    ckpt.parent.mkdir()
+    torch.save(DynamicSharingUNet(width=0.25).state_dict(), ckpt)  # a bare state_dict
+
+    four_d = tmp_path / "p4d.nii.gz"  # 4 volumes in the project's order (t1, t1ce, t2, flair)
+    ref = nib.load(f["t1ce"])
+    nib.save(
+        nib.Nifti1Image(np.stack([np.asarray(nib.load(f[m]).dataobj) for m in MODS], -1), ref.affine), four_d
+    )
+    flat = tmp_path / "flat"  # MONAI Label's convention: one path per case, siblings found by name
+    flat.mkdir()
+    for m in ("t2", "flair"):
+        (flat / f"C_{m}.nii.gz").write_bytes(f[m].read_bytes())
+    (flat / "D_t2.nii.gz").write_bytes(f["t1"].read_bytes())  # another case in the same folder
+    datalist = {
+        "testing": [
+            {"case": "A", "image": {"t1ce": str(f["t1ce"]), "flair": str(f["flair"])}},
+            {"image": str(four_d)},
+            str(flat / "C_flair.nii.gz"),
+            {"image": ["src/" + CASE + "/" + f["t1"].name], "modalities": ["t1"], "case": "E"},  # relative
+        ]
+    }
+    dl = tmp_path / "datalist.json"
+    dl.write_text(json.dumps(datalist))
+    out = tmp_path / "out"
+    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),
+                        ckpt_path=str(ckpt), width=0.25, roi_size=[64, 64, 48])  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    expected = {"A": f["t1ce"], "p4d": four_d, "C": flat / "C_flair.nii.gz", "E": f["t1"]}
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}_seg.nii.gz" for k in expected)
+    for name, reference in expected.items():
+        seg = nib.load(out / f"{name}_seg.nii.gz")
+        r = nib.load(reference)
+        assert seg.shape == r.shape[:3] and np.allclose(seg.affine, r.affine, atol=1e-4)
+        assert seg.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 4}
+
+    # the same case through the CLI pipeline gives the same label map
+    cli = segment(t1ce=f["t1ce"], flair=f["flair"], output=tmp_path / "cli", network=load_network(ckpt),
+                  roi_size=(64, 64, 48), montage=False, device="cpu")  # fmt: skip
+    assert np.array_equal(np.asarray(nib.load(out / "A_seg.nii.gz").dataobj), cli.labels)
+
+    # clear errors before anything runs: no weights, no datalist
+    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),
+                        ckpt_path=str(tmp_path / "none" / "model.pt"))  # fmt: skip
+    wf.initialize()
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps errors of config expressions
+        wf.run()
+    assert isinstance(err.value.__cause__, ModelError) and "no trained weights at" in str(err.value.__cause__)
+    assert "none/model.pt" in str(err.value.__cause__)
+    missing = str(tmp_path / "nothing.json")
+    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=missing, ckpt_path=str(ckpt))
+    wf.initialize()
+    with pytest.raises(RuntimeError) as err:
+        wf.run()
+    assert isinstance(err.value.__cause__, InputError)
+    assert "nothing.json: datalist not found" in str(err.value.__cause__)
