@@ -292,6 +292,8 @@ class SubsetEvaluation:
         et_min_voxels: optional ET post-processing rule (reported separately, labelled).
         soft_dice: also report the authors' soft centre-crop Dice.
         modalities: modality names (default the network's).
+        publish_dir: also copy ``subset_summary.csv`` there (e.g. next to the weights, where
+            ``gmd-monai segment`` reads what was measured for each modality subset).
     """
 
     def __init__(
@@ -306,6 +308,7 @@ class SubsetEvaluation:
         et_min_voxels: int | None = None,
         soft_dice: bool = False,
         modalities: Sequence[str] | None = None,
+        publish_dir: str | None = None,
     ):
         self.network = network
         self.dataset = dataset
@@ -317,6 +320,7 @@ class SubsetEvaluation:
         self.et_min_voxels = et_min_voxels
         self.soft_dice = soft_dice
         self.space = SubsetSpace(modalities or getattr(network, "modalities", BRATS_MODALITIES))
+        self.publish_dir = publish_dir
         self.rows: list[dict] = []
         self.paths: dict[str, str] = {}
 
@@ -342,6 +346,13 @@ class SubsetEvaluation:
                                            self.et_min_voxels, self.soft_dice):  # fmt: skip
                 self.rows.append({"case": case, **row})
         self.paths = write_reports(self.rows, self.space, self.output_dir)
+        if self.publish_dir:
+            import shutil
+
+            os.makedirs(self.publish_dir, exist_ok=True)
+            dst = os.path.join(self.publish_dir, "subset_summary.csv")
+            shutil.copyfile(self.paths["summary"], dst)
+            self.paths["published_summary"] = dst
         logger.info("evaluated %d case(s) in %.1f s; table: %s", len(self.dataset), time.time() - t0,
                     self.paths["markdown"])  # fmt: skip
         print(Path(self.paths["markdown"]).read_text())

@@ -97,6 +97,9 @@ def test_bundle_trains_and_evaluates_on_synthetic(tmp_path, synthetic_dir):
     ov["checkpoint"] = str(tmp_path / "models" / "model.pt")
     _run([TRAIN, EVALUATE], **ov)
     _check_eval_outputs(tmp_path / "eval", num_cases=1)
+    # the summary is published next to the weights for the clinician's report
+    published = tmp_path / "models" / "subset_summary.csv"
+    assert published.read_text() == (tmp_path / "eval" / "subset_summary.csv").read_text()
 
 
 def test_other_methods_train(tmp_path, synthetic_dir):
@@ -145,3 +148,18 @@ def test_bundle_trains_on_two_real_cases(tmp_path, brats_dir):
     ov.update(eval_dir=str(tmp_path / "eval"), checkpoint=str(tmp_path / "models" / "model.pt"), hd95=True)
     _run([TRAIN, EVALUATE], **ov)
     _check_eval_outputs(tmp_path / "eval", num_cases=2)
+
+
+def test_metadata_valid_against_zoo_schema():
+    from conftest import SHARED
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema_path = SHARED / "schemas" / "meta_schema_20240725.json"
+    if not schema_path.is_file():
+        pytest.skip(f"{schema_path} is absent (see ../shared/README.md)")
+    meta = json.loads((REPO / "bundle" / "configs" / "metadata.json").read_text())
+    jsonschema.validate(meta, json.loads(schema_path.read_text()))
+    inputs = meta["network_data_format"]["inputs"]
+    assert list(inputs) == ["image"] and inputs["image"]["num_channels"] == 4
+    assert inputs["image"]["channel_def"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "WT", "1": "TC", "2": "ET"}
