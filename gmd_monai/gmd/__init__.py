@@ -2,24 +2,31 @@
 
 * :mod:`.projection`: the PCGrad rule on a Gram matrix -> per-objective weights (exact, seeded).
 * :mod:`.surgery`: per-objective gradients, Gram matrix, merge into ``.grad``, diagnostics.
-* :mod:`.aggregators`: ``gmd``, ``mean``, ``dropout`` and torchjd weightings behind one interface.
+* :mod:`.fast`: exact per-objective gradients stream by stream (optionally batched VJPs), and a CPU
+  speed-up for batch-1 3-D convolutions (:func:`enable_onednn_conv3d`).
+* :mod:`.aggregators`: ``gmd``, ``fast_gmd`` (approximate), ``mean``, ``dropout`` and torchjd
+  weightings behind one interface.
 """
 
 from .aggregators import (
     GMD,
     TORCHJD_WEIGHTINGS,
     Aggregator,
+    FastGMD,
     MeanLoss,
     ModalityDropout,
     TorchJDWeighting,
     available_methods,
     make_aggregator,
 )
+from .fast import STRATEGIES, enable_onednn_conv3d, stream_gradients
 from .projection import count_conflicts, pcgrad_coefficients, random_permutations
 from .surgery import SurgeryDiagnostics, objective_gradients
 
 __all__ = [
     "GMD",
+    "STRATEGIES",
+    "FastGMD",
     "TORCHJD_WEIGHTINGS",
     "Aggregator",
     "MeanLoss",
@@ -28,8 +35,10 @@ __all__ = [
     "TorchJDWeighting",
     "available_methods",
     "count_conflicts",
+    "enable_onednn_conv3d",
     "make_aggregator",
     "objective_gradients",
     "pcgrad_coefficients",
     "random_permutations",
+    "stream_gradients",
 ]

@@ -7,6 +7,9 @@ returns :class:`~gmd_monai.gmd.surgery.SurgeryDiagnostics`. Plain PyTorch: usabl
 =============  =====================================================================================
 ``gmd``        exact GMD (REFERENCE section 2): per-objective gradients, seeded PCGrad projection
                (``j == i`` included), mean on shared / mean-or-sum on non-shared parameters.
+``fast_gmd``   APPROXIMATE GMD (opt-in): the Gram matrix of a cheap proxy (the per-objective gradients
+               of the last parameters only, e.g. the output conv, as in MGDA-UB) gives the PCGrad
+               weights; ONE backward of ``sum_j w_j L_j`` applies them to the whole network.
 ``mean``       plain mean of the subset losses (one backward, no surgery).
 ``dropout``    random modality dropout baseline: the trainer draws one non-empty subset per sample
                and passes ONE loss; this aggregator just back-propagates it.
@@ -30,10 +33,12 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 
+from .fast import STRATEGIES, stream_gradients
 from .projection import pcgrad_coefficients, random_permutations
 from .surgery import (
     ReduceFn,
@@ -41,12 +46,14 @@ from .surgery import (
     diagnostics_from_gram,
     gram_from_gradients,
     objective_gradients,
+    reduce_gradients,
     weighted_backward,
     write_merged_gradient,
 )
 
 __all__ = [
     "Aggregator",
+    "FastGMD",
     "GMD",
     "MeanLoss",
     "ModalityDropout",
@@ -89,6 +96,12 @@ class Aggregator:
     needs_all_subsets = True
     #: whether the per-objective gradients are computed (True: the model should keep streams separate).
     per_objective_gradients = False
+    #: whether the update only approximates the method it is named after (``fast_gmd``).
+    approximate = False
+    #: how the per-objective gradients are computed (see :data:`gmd_monai.gmd.fast.STRATEGIES`).
+    strategy = "objective"
+    #: with ``strategy="stream_batched"``: at most this many cotangents per batched VJP (None: all).
+    max_batch: int | None = None
 
     def __init__(
         self,
@@ -132,19 +145,53 @@ class Aggregator:
             bad = [k for k in range(len(losses)) if not torch.isfinite(values[k])]
             raise FloatingPointError(f"non-finite loss for objective(s) {bad}: {values.tolist()}")
 
-    def backward(self, losses: Sequence[torch.Tensor]) -> SurgeryDiagnostics:  # pragma: no cover
+    def backward(
+        self, losses: Sequence[torch.Tensor], streams: Sequence[torch.Tensor] | None = None
+    ) -> SurgeryDiagnostics:  # pragma: no cover
+        """Write ``.grad`` from the T losses.
+
+        Args:
+            losses: T scalar losses (one per objective), sharing one graph.
+            streams: optional per-modality stream outputs the losses were computed from (each its own
+                graph); used by the per-stream strategies of the Gram-based aggregators, ignored
+                otherwise.
+        """
         raise NotImplementedError
+
+    def _set_strategy(self, strategy: str, max_batch: int | None) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+        self.strategy = strategy
+        self.max_batch = max_batch
+        self._warned_no_streams = False
+
+    def _jacobian(self, losses: Sequence[torch.Tensor], streams: Sequence[torch.Tensor] | None):
+        """Per-objective gradients (T, P) with the configured strategy (all exact)."""
+        if self.strategy != "objective":
+            if streams is not None:
+                batched = self.strategy == "stream_batched"
+                return stream_gradients(losses, streams, self.params, batched, self.max_batch)
+            if not getattr(self, "_warned_no_streams", False):
+                warnings.warn(
+                    f"strategy={self.strategy!r} needs the stream outputs (backward(losses, streams=...)); "
+                    "using strategy='objective'",
+                    stacklevel=3,
+                )
+                self._warned_no_streams = True
+        return objective_gradients(losses, self.params, retain_graph=False)
 
     def weights_from_gram(self, gram: torch.Tensor) -> tuple[torch.Tensor, int]:  # pragma: no cover
         """Effective weights (mean convention) and the number of projections, from a Gram matrix."""
         raise NotImplementedError
 
     # shared implementation for all Gram-based aggregators
-    def _gram_backward(self, losses: Sequence[torch.Tensor]) -> SurgeryDiagnostics:
+    def _gram_backward(
+        self, losses: Sequence[torch.Tensor], streams: Sequence[torch.Tensor] | None = None
+    ) -> SurgeryDiagnostics:
         self._check_losses(losses)
         t = len(losses)
         names = self._names(t)
-        jac = objective_gradients(losses, self.params, retain_graph=False)
+        jac = self._jacobian(losses, streams)
         if self.reduce_fn is not None:
             jac = self.reduce_fn(jac)
         gram = gram_from_gradients(jac)
@@ -169,6 +216,13 @@ class GMD(Aggregator):
     Args:
         params, names, shared, nonshared_reduction, reduce_fn: see :class:`Aggregator`.
         seed: seed of the permutation generator (the authors' code used unseeded ``random``).
+        strategy: how the exact per-objective gradients are computed (same result to float32
+            round-off, see :mod:`gmd_monai.gmd.fast`): ``"objective"`` (default: one
+            ``autograd.grad`` per objective), ``"stream"`` (stream by stream, one VJP per
+            (objective, stream) pair) or ``"stream_batched"`` (one batched VJP per stream). The
+            stream strategies need ``backward(losses, streams=...)``; without streams they fall back
+            to ``"objective"`` with a warning.
+        max_batch: with ``"stream_batched"``, at most this many cotangents per batched VJP.
 
     The effective weights ``w`` returned in the diagnostics satisfy ``merged = sum_j w_j g_j``
     exactly on shared parameters; with no conflicting pair ``w_j = 1/T`` (plain mean of losses).
@@ -177,10 +231,12 @@ class GMD(Aggregator):
     name = "gmd"
     per_objective_gradients = True
 
-    def __init__(self, params, names=None, shared=None, nonshared_reduction="mean", reduce_fn=None, seed=0):
+    def __init__(self, params, names=None, shared=None, nonshared_reduction="mean", reduce_fn=None, seed=0,
+                 strategy: str = "objective", max_batch: int | None = None):  # fmt: skip
         super().__init__(params, names, shared, nonshared_reduction, reduce_fn)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.last_permutations: torch.Tensor | None = None
+        self._set_strategy(strategy, max_batch)
 
     def weights_from_gram(self, gram, permutations: torch.Tensor | None = None):
         t = gram.shape[0]
@@ -190,8 +246,73 @@ class GMD(Aggregator):
         nproj = int((coeffs - torch.eye(t, dtype=coeffs.dtype)).ne(0).sum().item())
         return coeffs.sum(0) / t, nproj
 
-    def backward(self, losses):
-        return self._gram_backward(losses)
+    def backward(self, losses, streams=None):
+        return self._gram_backward(losses, streams)
+
+
+class FastGMD(GMD):
+    """APPROXIMATE GMD (opt-in, ``method: fast_gmd``): PCGrad weights from a cheap proxy Gram matrix.
+
+    The Gram matrix of the per-objective gradients of a few LAST parameters only (the proxy; by
+    default the output convolution, in the spirit of MGDA-UB's bound on the shared representation)
+    stands in for the full one; the seeded PCGrad rule of :class:`GMD` turns it into weights ``w``
+    and ONE backward of ``sum_j w_j L_j`` applies them to the whole network. Cost: a plain
+    mean-of-losses step plus T backwards through the loss head and the proxy layers. The update is
+    NOT the exact GMD update: it is exact GMD only where the proxy Gram matrix has the same
+    conflicts and projections as the full one (``benchmarks/bench_fast_gmd.py`` measures the
+    agreement). The diagnostics (norms, cosines, conflicts) are those of the proxy gradients.
+
+    Args:
+        params, names, shared, nonshared_reduction, reduce_fn, seed: see :class:`GMD`. With
+            ``reduce_fn`` (distributed), the proxy gradients are reduced before the projection and the
+            merged gradient after the backward.
+        proxy: the proxy parameters: an int ``k`` for the last ``k`` tensors of ``params`` (default
+            2: the output conv's weight and bias of :class:`~gmd_monai.networks.DynamicSharingUNet`),
+            or a sequence of indices into ``params``.
+    """
+
+    name = "fast_gmd"
+    per_objective_gradients = False  # the model may fold its streams: one backward for the update
+    approximate = True
+
+    def __init__(self, params, names=None, shared=None, nonshared_reduction="mean", reduce_fn=None, seed=0,
+                 proxy: int | Sequence[int] = 2):  # fmt: skip
+        super().__init__(params, names, shared, nonshared_reduction, reduce_fn, seed=seed)
+        n = len(self.params)
+        if isinstance(proxy, int):
+            if not 1 <= proxy <= n:
+                raise ValueError(f"proxy must select 1..{n} parameter tensors, got {proxy}")
+            idx = list(range(n - proxy, n))
+        else:
+            idx = sorted({int(i) % n for i in proxy})
+            if not idx:
+                raise ValueError("proxy selects no parameter")
+        self.proxy_index = idx
+        self.proxy_params = [self.params[i] for i in idx]
+
+    def backward(self, losses, streams=None):
+        self._check_losses(losses)
+        t = len(losses)
+        proxy_jac = objective_gradients(losses, self.proxy_params, retain_graph=True)
+        if self.reduce_fn is not None:
+            proxy_jac = self.reduce_fn(proxy_jac)
+        gram = gram_from_gradients(proxy_jac)
+        weights, nproj = self.weights_from_gram(gram)
+        weighted_backward(losses, weights, self.params, self.shared, self._nonshared_factor(t))
+        if self.reduce_fn is not None:
+            reduce_gradients(self.params, self.reduce_fn)
+        norms, cosine, nconf = diagnostics_from_gram(gram)
+        return SurgeryDiagnostics(
+            names=self._names(t),
+            losses=torch.stack([loss.detach().float().cpu() for loss in losses]),
+            weights=weights.float().cpu(),
+            grad_norms=norms.float(),
+            cosine=cosine.float(),
+            num_conflicts=nconf,
+            num_projections=nproj,
+            method=self.name,
+            extra={"approximate": 1.0, "proxy_numel": float(proxy_jac.shape[1])},
+        )
 
 
 class TorchJDWeighting(Aggregator):
@@ -205,8 +326,10 @@ class TorchJDWeighting(Aggregator):
     per_objective_gradients = True
 
     def __init__(self, params, method: str, names=None, shared=None, nonshared_reduction="mean",
-                 reduce_fn=None, weighting_kwargs: dict | None = None):  # fmt: skip
+                 reduce_fn=None, weighting_kwargs: dict | None = None, strategy: str = "objective",
+                 max_batch: int | None = None):  # fmt: skip
         super().__init__(params, names, shared, nonshared_reduction, reduce_fn)
+        self._set_strategy(strategy, max_batch)
         import torchjd.aggregation as tja
 
         cls_name, kwargs = TORCHJD_WEIGHTINGS.get(method, (method, {}))
@@ -229,8 +352,8 @@ class TorchJDWeighting(Aggregator):
         scale = self._scale[t] if math.isfinite(self._scale[t]) and self._scale[t] > 0 else float(t)
         return w / scale, 0
 
-    def backward(self, losses):
-        return self._gram_backward(losses)
+    def backward(self, losses, streams=None):
+        return self._gram_backward(losses, streams)
 
 
 class MeanLoss(Aggregator):
@@ -253,13 +376,15 @@ class MeanLoss(Aggregator):
         t = gram.shape[0]
         return torch.full((t,), 1.0 / t, dtype=torch.float64), 0
 
-    def backward(self, losses):
-        if self.compute_diagnostics or self.reduce_fn is not None:
-            return self._gram_backward(losses)
+    def backward(self, losses, streams=None):
+        if self.compute_diagnostics:
+            return self._gram_backward(losses, streams)
         self._check_losses(losses)
         t = len(losses)
         weights = torch.full((t,), 1.0 / t, dtype=torch.float64)
         weighted_backward(losses, weights, self.params, self.shared, self._nonshared_factor(t))
+        if self.reduce_fn is not None:  # the mean is linear: reducing the merged gradient is exact
+            reduce_gradients(self.params, self.reduce_fn)
         nan = torch.full((t,), float("nan"))
         return SurgeryDiagnostics(
             names=self._names(t),
@@ -285,21 +410,24 @@ class ModalityDropout(MeanLoss):
 
 def available_methods() -> list[str]:
     """Names accepted by :func:`make_aggregator`."""
-    return ["gmd", "mean", "dropout", *TORCHJD_WEIGHTINGS]
+    return ["gmd", "fast_gmd", "mean", "dropout", *TORCHJD_WEIGHTINGS]
 
 
 def make_aggregator(method: str, params: Sequence[torch.Tensor], **kwargs) -> Aggregator:
-    """Build an aggregator by name (``gmd``, ``mean``, ``dropout`` or a torchjd weighting).
+    """Build an aggregator by name (``gmd``, ``fast_gmd``, ``mean``, ``dropout`` or a torchjd weighting).
 
     Args:
         method: see :func:`available_methods`.
         params: parameters to update.
         kwargs: forwarded to the aggregator (``names``, ``shared``, ``nonshared_reduction``,
-            ``reduce_fn``, ``seed`` for gmd, ``weighting_kwargs`` for torchjd, ...).
+            ``reduce_fn``, ``seed`` and ``strategy`` for gmd, ``proxy`` for fast_gmd,
+            ``weighting_kwargs`` for torchjd, ...).
     """
     key = str(method).strip().lower().replace("-", "_")
     if key == "gmd":
         return GMD(params, **kwargs)
+    if key == "fast_gmd":
+        return FastGMD(params, **kwargs)
     kwargs.pop("seed", None)
     if key == "mean":
         return MeanLoss(params, **kwargs)

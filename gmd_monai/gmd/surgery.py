@@ -27,8 +27,13 @@ __all__ = [
     "gram_from_gradients",
     "write_merged_gradient",
     "weighted_backward",
+    "reduce_gradients",
     "diagnostics_from_gram",
 ]
+
+
+ReduceFn = Callable[[torch.Tensor], torch.Tensor]
+"""A reduction of a (T, P) gradient matrix, e.g. an all-reduce mean across distributed ranks."""
 
 
 @dataclass
@@ -137,7 +142,7 @@ def write_merged_gradient(
     shared: Sequence[bool] | None = None,
     nonshared_factor: float = 1.0,
 ) -> None:
-    """Accumulate ``merged = weights @ jac`` into ``p.grad`` (non-shared parameters x ``nonshared_factor``)."""
+    """Accumulate ``merged = weights @ jac`` into ``p.grad`` (non-shared ones times ``nonshared_factor``)."""
     merged = weights.to(jac.device, jac.dtype) @ jac
     scale = _scale_vector(params, shared, nonshared_factor)
     if scale is not None:
@@ -176,4 +181,26 @@ def weighted_backward(
             p.grad.add_(g.detach())
 
 
-ReduceFn = Callable[[torch.Tensor], torch.Tensor]
+def reduce_gradients(params: Sequence[torch.Tensor], reduce_fn: ReduceFn) -> None:
+    """Apply ``reduce_fn`` to the flattened ``.grad`` of ``params`` as a (1, P) matrix, in place.
+
+    For aggregators whose update is linear in the per-objective gradients (mean, dropout, or the
+    final ``sum_j w_j L_j`` backward of fast GMD once the weights agree across ranks), reducing the
+    merged gradient equals reducing the (T, P) matrix first, at 1/T of the communication.
+
+    Args:
+        params: parameters whose ``.grad`` (``None`` = zeros) is reduced.
+        reduce_fn: e.g. an all-reduce mean across ranks (:func:`gmd_monai.distributed.make_reduce_fn`).
+    """
+    params = list(params)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    flat = reduce_fn(flat.unsqueeze(0)).reshape(-1)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        g = flat[offset : offset + n].view_as(p).to(p.dtype)
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+        offset += n

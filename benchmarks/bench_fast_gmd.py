@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""How close fast GMD (APPROXIMATE) comes to exact GMD, on real BraTS batches.
+
+For each batch the exact per-objective gradients ``g_i`` (all parameters) are computed once. Exact GMD
+projects with the full Gram matrix ``G``; fast GMD with the Gram matrix ``G'`` of the proxy, i.e. of the
+same gradients restricted to the last ``k`` parameter tensors (``--proxies``), with the SAME seeded
+permutations. Both merged gradients are ``sum_j w_j g_j`` (fast GMD applies its weights with one
+backward of ``sum_j w_j L_j``, which is that sum exactly). Reported, median over batches:
+
+* ``*_conflict_sign_agreement``: fraction of the 105 objective pairs whose conflict status
+  (``G_ij < 0``) is the same under ``G'``; ``*_conflict_jaccard``: |C & C'| / |C | C'| of the conflicting
+  pairs (1 when both are empty);
+* ``*_cosine``: cosine between the fast and the exact merged gradients;
+* ``exact_vs_mean_cosine``: cosine between exact GMD and the plain mean of the gradients, for scale:
+  an approximation is only informative where this is clearly below 1.
+
+The model is the DS U-Net after ``--train-steps`` plain Adam steps on the same data (gradients at
+initialisation are not representative). Data: ``--data-dir`` (default ``../shared/data/brats2018``
+when present), else the built-in synthetic dataset.
+
+Usage::
+
+    python benchmarks/bench_fast_gmd.py                       # 6 batches, 1x4x64^3, width 0.5
+    python benchmarks/bench_fast_gmd.py --crop 32 --batches 3 --train-steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from common import add_device_args, emit, setup_device
+
+from gmd_monai.gmd import pcgrad_coefficients
+from gmd_monai.gmd.projection import random_permutations
+from gmd_monai.gmd.surgery import gram_from_gradients, objective_gradients
+from gmd_monai.losses import SubsetLoss
+from gmd_monai.networks import DynamicSharingUNet
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_BRATS = ROOT.parent / "shared" / "data" / "brats2018"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_device_args(p)
+    p.add_argument("--data-dir", default=None, help="a BraTS folder (default: ../shared/data/brats2018)")
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--max-cases", type=int, default=6, help="cases loaded (and cached) from the folder")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--crop", type=int, default=64)
+    p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--foreground-prob", type=float, default=0.5, help="tumour-centred crop probability")
+    p.add_argument("--train-steps", type=int, default=10, help="plain Adam steps before measuring")
+    p.add_argument("--proxies", default="2,10,12,22", help="proxy sizes (last k parameter tensors)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def batches(args: argparse.Namespace, device: torch.device):
+    """Endless (image, label) batches: random crops (``train_transforms``) of real or synthetic cases."""
+    from monai.data import CacheDataset
+
+    from gmd_monai.data.brats import scan_brats_folder, train_transforms
+
+    data_dir = Path(args.data_dir) if args.data_dir else SHARED_BRATS
+    if not data_dir.is_dir():
+        from gmd_monai.data.synthetic import ensure_synthetic_brats
+
+        data_dir = Path(ensure_synthetic_brats(Path(tempfile.gettempdir()) / "gmd_bench_synthetic", 8))
+        emit("data", "synthetic")
+    else:
+        emit("data", data_dir)
+    items = scan_brats_folder(data_dir)[: args.max_cases]
+    emit("num_cases", len(items))
+    transform = train_transforms(roi_size=args.crop, foreground_prob=args.foreground_prob)
+    transform.set_random_state(seed=args.seed)
+    dataset = CacheDataset(items, transform, cache_rate=1.0, num_workers=0, progress=False)
+    rng = torch.Generator().manual_seed(args.seed)
+    while True:
+        samples = [dataset[int(k)] for k in torch.randint(len(dataset), (args.batch,), generator=rng)]
+        x = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
+        y = torch.stack([torch.as_tensor(s["label"]).float() for s in samples])
+        yield x.to(device), y.to(device)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = setup_device(args)
+    torch.manual_seed(args.seed)
+    net = DynamicSharingUNet(width=args.width).to(device)
+    crit = SubsetLoss(net.modalities)
+    params = list(net.parameters())
+    sizes = [p.numel() for p in params]
+    proxies = [int(k) for k in args.proxies.split(",") if k.strip()]
+    emit("input", f"{args.batch}x4x{args.crop}^3")
+    emit("width", args.width)
+    emit("train_steps", args.train_steps)
+    data = batches(args, device)
+
+    opt = torch.optim.Adam(params, lr=8e-4, weight_decay=1e-5)
+    for _ in range(args.train_steps):
+        x, y = next(data)
+        opt.zero_grad(set_to_none=True)
+        torch.stack(crit(net.forward_streams(x), y)).mean().backward()
+        opt.step()
+
+    perm_gen = torch.Generator().manual_seed(args.seed)
+    stats: dict[str, list[float]] = {}
+
+    def record(key: str, value: float) -> None:
+        stats.setdefault(key, []).append(value)
+
+    for _ in range(args.batches):
+        x, y = next(data)
+        jac = objective_gradients(crit(net.forward_streams(x, fold=False), y), params, retain_graph=False)
+        t = jac.shape[0]
+        perms = random_permutations(t, perm_gen)
+        gram = gram_from_gradients(jac)
+        w_exact = pcgrad_coefficients(gram, perms).sum(0) / t
+        exact = w_exact.float() @ jac
+        conflicts = torch.triu(gram < 0, diagonal=1)
+        upper = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        record("num_conflicting_pairs", float(conflicts.sum()))
+        record("exact_vs_mean_cosine", cosine(exact, jac.mean(0)))
+        for k in proxies:
+            n = sum(sizes[-k:])
+            proxy_gram = gram_from_gradients(jac[:, -n:])
+            w_fast = pcgrad_coefficients(proxy_gram, perms).sum(0) / t
+            fast = w_fast.float() @ jac
+            proxy_conf = torch.triu(proxy_gram < 0, diagonal=1)
+            union = int((conflicts | proxy_conf).sum())
+            jaccard = 1.0 if union == 0 else int((conflicts & proxy_conf).sum()) / union
+            record(f"proxy{k}_num_conflicting_pairs", float(proxy_conf.sum()))
+            same = (conflicts == proxy_conf)[upper]
+            record(f"proxy{k}_conflict_sign_agreement", float(same.float().mean()))
+            record(f"proxy{k}_conflict_jaccard", jaccard)
+            record(f"proxy{k}_cosine", cosine(fast, exact))
+            record(f"proxy{k}_weight_max_abs_diff", float((w_fast - w_exact).abs().max()))
+
+    for k in proxies:
+        emit(f"proxy{k}_numel", sum(sizes[-k:]))
+    for key, values in stats.items():
+        emit(key, statistics.median(values))
+    default = f"proxy{proxies[0]}"
+    emit("fast_gmd_proxy", proxies[0])
+    emit("fast_gmd_cosine", statistics.median(stats[f"{default}_cosine"]))
+    emit("fast_gmd_conflict_sign_agreement", statistics.median(stats[f"{default}_conflict_sign_agreement"]))
+    emit("fast_gmd_conflict_jaccard", statistics.median(stats[f"{default}_conflict_jaccard"]))
+    emit("fast_gmd_cosine_min", min(stats[f"{default}_cosine"]))
+
+
+if __name__ == "__main__":
+    main()
