@@ -138,6 +138,30 @@ class SubsetSpace:
         """Boolean matrix (num_subsets, M): row k marks the modalities of subset k."""
         return torch.stack([self.mask(k) for k in range(len(self))])
 
+    def shared_mask(
+        self, parameter_modalities: Iterable[str | None], subsets: Sequence[Sequence[int]] | None = None
+    ) -> list[bool]:
+        """Which parameters every objective reaches, from the modality each parameter belongs to.
+
+        Args:
+            parameter_modalities: per parameter, its modality name, or None for a parameter shared by
+                all modality streams.
+            subsets: the objectives (channel-index tuples); default all subsets of this space.
+
+        Returns:
+            One bool per parameter: True for shared parameters, and for a modality's own parameters
+            only if every objective contains that modality.
+        """
+        subsets = self.subsets if subsets is None else subsets
+        out = []
+        for mod in parameter_modalities:
+            if mod is None:
+                out.append(True)
+            else:
+                i = self.modality_index(mod)
+                out.append(all(i in s for s in subsets))
+        return out
+
     def containing(self, modality: str | int) -> list[int]:
         """Indices of the subsets that contain one modality (2^(M-1) of them)."""
         i = modality if isinstance(modality, int) else self.modality_index(modality)

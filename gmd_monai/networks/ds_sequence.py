@@ -494,15 +494,7 @@ class DynamicSharingSequenceModel(nn.Module):
         Built from the structure: the shared encoder and head are reached by every subset; modality
         m's encoder only by the subsets that contain m.
         """
-        subsets = self.space.subsets if subsets is None else subsets
-        out = []
-        for mod in self.parameter_modality().values():
-            if mod is None:
-                out.append(True)
-            else:
-                i = self.modalities.index(mod)
-                out.append(all(i in s for s in subsets))
-        return out
+        return self.space.shared_mask(self.parameter_modality().values(), subsets)
 
 
 def _describe(checkpoint) -> str:

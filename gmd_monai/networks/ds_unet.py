@@ -257,12 +257,4 @@ class DynamicSharingUNet(nn.Module):
         Built from the structure (not from ``p.grad is None``): the convolutions are shared; the norm
         affine of modality m is touched only by the subsets containing m.
         """
-        subsets = self.space.subsets if subsets is None else subsets
-        out = []
-        for mod in self.parameter_modality().values():
-            if mod is None:
-                out.append(True)
-            else:
-                i = self.modalities.index(mod)
-                out.append(all(i in s for s in subsets))
-        return out
+        return self.space.shared_mask(self.parameter_modality().values(), subsets)
