@@ -27,7 +27,7 @@ Example:
     >>> perms = torch.stack([torch.randperm(15) for _ in range(15)])
     >>> merged = naive_gmd_step(net, x, y, brats_loss(), perms)  # also written into .grad
     >>> merged.shape
-    torch.Size([3245235])
+    torch.Size([813915])
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ order). Each stream's graph is freed after its last VJP. On CPU neither is faste
 fast batching rule for the GroupNorm backward and falls back to loops and copies.
 
 CPU kernels: a single stream (batch 1) of a 3-D convolution on a small volume
-(``N*C*D*H <= 20480``) makes PyTorch leave oneDNN for its slow reference kernel, whose backward is
-3-15x slower per sample. Per-stream gradients hit exactly that case on the coarse levels of the U-Net.
+(``N*C*D*H <= 20480``) makes PyTorch leave oneDNN for its slow reference kernel (``slow_conv3d``),
+several times slower, above all in the backward. Per-stream gradients hit exactly that case on the
+coarse levels of the U-Net (``bench_gmd_step.py --onednn-conv`` measures the effect on a GMD step).
 :func:`enable_onednn_conv3d` routes those convolutions (forward and backward) through oneDNN:
 same results to float32 round-off, used by every method alike (it is a model speed-up, not a GMD one).
 
