@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     p.add_argument("--num-workers", type=int, default=None, help="default: the config's")
     p.add_argument("--method", default=None, help="aggregation method (default: the config's)")
+    p.add_argument("--persistent-workers", action="store_true", help="persistent loader workers")
     add_device_args(p)  # --amp: the config's bf16 autocast (CUDA); --channels-last: not used here
     p.add_argument("--bundle-root", default=None, help="where data and outputs go (default: a temp dir)")
     return p.parse_args(argv)
@@ -71,6 +72,8 @@ def build_trainer(args: argparse.Namespace):
         parser["method"] = args.method
     if args.amp:
         parser["amp"] = True
+    if args.persistent_workers:
+        parser["train#dataloader#persistent_workers"] = True
     parser.parse()
     from monai.utils import set_determinism
 
@@ -90,6 +93,7 @@ def main(argv=None) -> None:
     emit("roi", parser.get_parsed_content("roi_size"))
     emit("batch_size", parser.get_parsed_content("batch_size"))
     emit("num_workers", loader.num_workers)
+    emit("persistent_workers", int(loader.persistent_workers))
     emit("method", parser.get_parsed_content("method"))
     emit("threads", torch.get_num_threads())
     emit("iterations_per_epoch", len(loader))

@@ -12,7 +12,7 @@ DEVICE=${BENCH_DEVICE:-cpu}
 read -r -a EXTRA <<< "${BENCH_ARGS:-}"
 if [ "${QUICK:-0}" = "1" ]; then
   STEP=(--crop 32 --repeats 2 --warmup 1)
-  FAST=(--crop 32 --batches 2 --train-steps 2 --max-cases 2)
+  FAST=(--batches 2 --train-steps 5 --max-cases 2)
   DATA=(--epochs 2)
 else
   STEP=()
