@@ -522,3 +522,62 @@ def test_real_case_header_checks_and_train_transforms() -> None:
     assert img.dtype == torch.float32 and lab.dtype == torch.float32
     assert set(torch.unique(lab).tolist()) == {0.0, 1.0}  # a foreground-centred crop holds tumour
     assert torch.isfinite(img).all() and float(img.abs().max()) < 10.0  # robust to the saturation
+
+
+# ------------------------------------------------------------------------------------------------
+# loading from CacheDataset's thread pool
+# ------------------------------------------------------------------------------------------------
+
+
+def test_reader_keeps_file_names_per_thread(tmp_path: Path) -> None:
+    """Thread A reads a case's 4 files; thread B reads the label with the SAME reader before A stacks:
+    A must still get 4 channels (MONAI's NibabelReader gives A one channel, the race behind cached
+    1-channel images with ``CacheDataset(num_workers > 1)``)."""
+    import threading
+
+    from monai.data import NibabelReader
+
+    from gmd_monai.data.readers import ThreadSafeNibabelReader
+
+    paths = _write_case(tmp_path, "c0")
+    images = [str(paths[m]) for m in BRATS_MODALITIES]
+
+    def channels_after_interleaved_read(reader) -> int:
+        a_read, b_read = threading.Event(), threading.Event()
+        out = {}
+
+        def a() -> None:
+            img = reader.read(images)
+            a_read.set()
+            b_read.wait()
+            out["shape"] = reader.get_data(img)[0].shape
+
+        def b() -> None:
+            a_read.wait()
+            reader.get_data(reader.read(str(paths["seg"])))
+            b_read.set()
+
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out["shape"][0] if len(out["shape"]) == 4 else 1
+
+    assert channels_after_interleaved_read(NibabelReader()) == 1  # the upstream race, reproduced
+    assert channels_after_interleaved_read(ThreadSafeNibabelReader()) == 4
+
+
+def test_cache_dataset_threads_cache_every_channel(synth_root: Path) -> None:
+    """Several cache threads over many cases: every cached image has 4 channels, the label 3, and each
+    channel holds its own modality (data/readers.py)."""
+    from monai.data import CacheDataset
+
+    items = build_datalist(synth_root, val_fraction=0, test_fraction=0)["training"] * 8
+    ds = CacheDataset(items, val_transforms(), cache_rate=1.0, num_workers=4, progress=False)
+    reference = val_transforms()(items[0])["image"]
+    for i in range(len(ds)):
+        assert tuple(ds[i]["image"].shape[:1]) == (4,), f"item {i}"
+        assert tuple(ds[i]["label"].shape[:1]) == (3,), f"item {i}"
+    for i in range(0, len(ds), len(items) // 8):
+        torch.testing.assert_close(ds[i]["image"].as_tensor(), reference.as_tensor())

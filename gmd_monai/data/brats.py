@@ -50,6 +50,7 @@ from monai.transforms import (
 )
 from monai.utils.type_conversion import convert_to_dst_type
 
+from gmd_monai.data.readers import ThreadSafeNibabelReader
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
@@ -931,6 +932,7 @@ def _load_part(keys: tuple[str, str], crop_foreground: bool, allow_missing_label
         CheckBratsCased(keys=[image, label], allow_missing_keys=allow_missing_label),
         LoadImaged(
             keys=[image, label],
+            reader=ThreadSafeNibabelReader(),  # CacheDataset's thread pool: see data/readers.py
             ensure_channel_first=True,
             image_only=True,
             allow_missing_keys=allow_missing_label,
