@@ -118,7 +118,10 @@ class SubsetTrainer(SupervisedTrainer):
             method, params, names=loss_function.names, shared=shared, seed=seed, reduce_fn=reduce_fn,
             **(method_kwargs or {}),
         )  # fmt: skip
-        self.dropout_generator = torch.Generator().manual_seed(int(seed) + 1)
+        # the dropout draws differ between ranks (each rank's samples get their own subsets); GMD's
+        # permutations must not (every rank takes the same step), so its seed has no rank
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.dropout_generator = torch.Generator().manual_seed(int(seed) + 1 + 7919 * rank)
         self.state.gmd = None
 
     def _draw_masks(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -135,11 +138,14 @@ class SubsetTrainer(SupervisedTrainer):
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=True)
+        stream_outputs = None  # per-modality graphs, for GMD's stream-by-stream gradient strategies
         with _autocast(engine.state.device, engine.use_amp):
             if agg.needs_all_subsets:
                 streams = model.forward_streams(inputs, fold=not agg.per_objective_gradients)
                 losses = engine.loss_function(streams, targets)
                 full = subset_logits(streams, engine.space, [0])[0]
+                if agg.per_objective_gradients:
+                    stream_outputs = list(streams.values())
             else:
                 masks = engine._draw_masks(targets.shape[0], targets.device)
                 full = engine.network(inputs, masks)
@@ -148,7 +154,7 @@ class SubsetTrainer(SupervisedTrainer):
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.state.output[Keys.LOSS] = torch.stack([loss.detach().float() for loss in losses]).mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.state.gmd = agg.backward([loss.float() for loss in losses])
+        engine.state.gmd = agg.backward([loss.float() for loss in losses], streams=stream_outputs)
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.optimizer.step()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -107,6 +107,32 @@ def test_stream_strategy_without_streams_falls_back_with_warning():
     assert set(STRATEGIES) == {"objective", "stream", "stream_batched"}
 
 
+@pytest.mark.parametrize("strategy", ["stream", "stream_batched"])
+def test_trainer_gives_stream_strategies_the_streams(strategy):
+    """SubsetTrainer hands the per-modality outputs to GMD: a stream strategy runs (no fallback
+    warning) and takes the same step as the default per-objective strategy."""
+    import warnings
+
+    from gmd_monai.engine import SubsetTrainer
+
+    net0, x, y, crit = _setup(batch=2)
+    updated = {}
+    for name, kwargs in (("objective", {}), (strategy, {"strategy": strategy})):
+        net = DynamicSharingUNet(width=0.25)
+        net.load_state_dict(net0.state_dict())
+        trainer = SubsetTrainer(
+            "cpu", 1, [{"image": x, "label": y}], net, torch.optim.SGD(net.parameters(), lr=1.0),
+            SubsetLoss(net.modalities), method="gmd", method_kwargs=kwargs, seed=3, decollate=False,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            trainer.run()
+        updated[name] = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    step = updated["objective"] - torch.cat([p.detach().reshape(-1) for p in net0.parameters()])
+    assert step.abs().max() > 0
+    assert float((updated[strategy] - updated["objective"]).abs().max() / step.abs().max()) < 1e-4
+
+
 def test_fast_gmd_with_full_proxy_is_exact_gmd():
     # with every parameter in the proxy, the proxy Gram IS the Gram: fast GMD = exact GMD
     net, x, y, crit = _setup()
