@@ -214,6 +214,24 @@ def rank_zero_only(handlers: Sequence | None, output_handlers: Iterable[str] = O
     return [h for h in handlers if type(h).__name__ not in names]
 
 
+def validation_sampler(dataset):
+    """A sampler giving each rank its own share of the validation cases, or ``None`` (all cases).
+
+    MONAI's ``DistributedSampler(even_divisible=False)``: no case is repeated, so the metrics pooled
+    over the ranks (:class:`~gmd_monai.engine.SubsetDiceMetric`) are the single-process ones. With
+    fewer cases than ranks (which that sampler refuses) or outside ``torchrun`` it returns ``None``:
+    every rank then evaluates every case, and the pooled mean is still the single-process mean.
+
+    Args:
+        dataset: the validation dataset.
+    """
+    if not is_distributed() or len(dataset) < get_world_size():
+        return None
+    from monai.data import DistributedSampler
+
+    return DistributedSampler(dataset, even_divisible=False, shuffle=False)
+
+
 def cleanup() -> None:
     """Leave the process group (no-op when none)."""
     if dist.is_available() and dist.is_initialized():

@@ -215,7 +215,8 @@ class SubsetDiceMetric(Metric):
     """Hard Dice (sigmoid > 0.5) of every subset's fused output, averaged over cases, channels, subsets.
 
     ``compute()`` returns the mean over subsets and channels; the per-subset table (T, K) is left on
-    ``self.per_subset`` and, once attached, on ``engine.state.subset_dice``.
+    ``self.per_subset`` and, once attached, on ``engine.state.subset_dice``. Under ``torchrun`` the
+    cases of every rank are pooled (each rank may validate its own shard; a shard may be empty).
 
     Args:
         modalities: modality names (channel order of the stacked PRED).
@@ -255,10 +256,20 @@ class SubsetDiceMetric(Metric):
         self._sum = batch.sum(0) if self._sum is None else self._sum + batch.sum(0)
         self._count += batch.shape[0]
 
+    def _gather(self) -> tuple[torch.Tensor | None, int]:
+        """Sum and count over all ranks (each rank validates its shard); this rank's outside torchrun."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self._sum, self._count
+        parts: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (self._sum, self._count))  # a rank may have no case
+        sums = [s for s, _ in parts if s is not None]
+        return (torch.stack(sums).sum(0) if sums else None), sum(c for _, c in parts)
+
     def compute(self) -> float:
-        if self._sum is None or self._count == 0:
+        total, count = self._gather()
+        if total is None or count == 0:
             raise RuntimeError("SubsetDiceMetric has no data")
-        self.per_subset = self._sum / self._count
+        self.per_subset = total / count
         return float(self.per_subset.mean())
 
     def completed(self, engine: Engine, name: str) -> None:

@@ -10,9 +10,11 @@ import torch.multiprocessing as mp
 from monai.losses import DiceLoss
 
 from gmd_monai import distributed as gdist
+from gmd_monai.engine import SubsetDiceMetric
 from gmd_monai.gmd import make_aggregator
 from gmd_monai.losses import SubsetLoss, brats_loss
 from gmd_monai.networks import DynamicSharingUNet
+from gmd_monai.subsets import BRATS_MODALITIES
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -92,11 +94,50 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     out = {"first_weight": net.inc.conv1.weight.detach().clone()}
     for name, method, loss in CASES:
         out[name] = _merged(net, method, loss(), x[shard], y[shard], gdist.make_reduce_fn())
+    preds, labels = _val_cases()
+    for split, counts in VAL_SHARDS.items():  # this rank's cases of the validation set
+        start = sum(counts[:rank])
+        metric = SubsetDiceMetric(BRATS_MODALITIES)
+        for i in range(start, start + counts[rank]):
+            metric.update((preds[i : i + 1], labels[i : i + 1]))
+        out[f"dice_{split}"] = (metric.compute(), metric.per_subset)
+    out["val_indices"] = list(gdist.validation_sampler(list(range(5))))
+    out["val_sampler_too_few_cases"] = gdist.validation_sampler([0])
     out["is_main"] = gdist.is_main_process()
     out["handlers"] = [type(h).__name__ for h in gdist.rank_zero_only([_StatsHandler(), _Other()])]
     torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     gdist.barrier()
     gdist.cleanup()
+
+
+VAL_SHARDS = {"uneven": (2, 1), "one_rank_empty": (3, 0)}  # validation cases per rank
+
+
+def _val_cases():
+    """3 validation cases: stacked per-modality logits (B, 4 * 3, ...) and region labels (B, 3, ...)."""
+    g = torch.Generator().manual_seed(1)
+    labels = (torch.rand(3, 3, 8, 8, 8, generator=g) < 0.3).float()
+    preds = torch.randn(3, 12, 8, 8, 8, generator=g) + 2 * labels.repeat(1, 4, 1, 1, 1) - 1
+    return preds, labels
+
+
+def test_validation_dice_pools_the_cases_of_every_rank(rank_results):
+    preds, labels = _val_cases()
+    single = SubsetDiceMetric(BRATS_MODALITIES)
+    for i in range(3):
+        single.update((preds[i : i + 1], labels[i : i + 1]))
+    value = single.compute()
+    assert 0.2 < value < 0.9  # an informative value, neither empty nor perfect
+    for split in VAL_SHARDS:
+        for r in rank_results:
+            got, per_subset = r[f"dice_{split}"]
+            assert got == pytest.approx(value, rel=1e-6), split
+            torch.testing.assert_close(per_subset, single.per_subset)
+
+
+def test_validation_sampler_shares_cases_without_repeats(rank_results):
+    assert sorted(rank_results[0]["val_indices"] + rank_results[1]["val_indices"]) == [0, 1, 2, 3, 4]
+    assert all(r["val_sampler_too_few_cases"] is None for r in rank_results)  # every rank: all cases
 
 
 class _StatsHandler:  # stands in for monai's StatsHandler (matched by class name)
@@ -168,6 +209,7 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     assert gdist.init_distributed().type in ("cpu", "cuda")
     assert not gdist.is_distributed() and gdist.get_rank() == 0 and gdist.get_world_size() == 1
     assert gdist.make_reduce_fn() is None
+    assert gdist.validation_sampler([0, 1, 2]) is None
     handlers = [_StatsHandler(), _Other()]
     assert gdist.rank_zero_only(handlers) == handlers and gdist.rank_zero_only(None) == []
     t = torch.ones(3)
@@ -189,6 +231,8 @@ def test_multi_gpu_config_merges_on_train_config(monkeypatch):
     assert parser["train#dataloader#sampler"] == "@train#sampler"
     assert parser["train#dataloader#shuffle"] is False
     assert parser["train#sampler#_target_"] == "DistributedSampler"
+    assert parser["validate#dataloader#sampler"] == "@validate#sampler"
+    assert parser["validate#sampler"] == "$gmd_monai.distributed.validation_sampler(@validate#dataset)"
     assert parser["initialize"][0] == "$gmd_monai.distributed.init_distributed()"
     assert parser["finalize"][-1] == "$gmd_monai.distributed.cleanup()"
     parser.parse()
@@ -196,3 +240,29 @@ def test_multi_gpu_config_merges_on_train_config(monkeypatch):
     assert parser.get_parsed_content("train#trainer#reduce_fn") is None
     assert parser.get_parsed_content("output_dir") == parser.get_parsed_content("bundle_root") + "/runs"
     assert parser.get_parsed_content("device") == gdist.local_device()
+
+
+def test_bundle_trains_with_torchrun_on_two_gloo_ranks(tmp_path):
+    """The documented command, end to end: 2 CPU ranks, the synthetic dataset, one epoch with
+    validation; rank 0 alone writes the checkpoint and the run summary."""
+    import json
+    import subprocess
+    import sys
+
+    configs = ROOT / "bundle" / "configs"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+        "-m", "monai.bundle", "run", "training",
+        "--config_file", f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+        "--bundle_root", str(tmp_path), "--max_epochs", "1", "--val_interval", "1", "--width", "0.25",
+        "--num_workers", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rank 1/2 initialised (gloo, cpu)" in proc.stderr + proc.stdout
+    summary = json.loads((tmp_path / "runs" / "run_summary.json").read_text())
+    assert summary["iterations"] == 2  # 5 training cases, 2 ranks, batch 2: ceil(3 / 2) steps per rank
+    assert len(summary["last_val_subset_dice"]) == 15
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert not list((tmp_path / "runs" / "rank1").glob("*.csv"))  # rank 1 writes no output files
