@@ -4,8 +4,10 @@
 For each batch the exact per-objective gradients ``g_i`` (all parameters) are computed once. Exact GMD
 projects with the full Gram matrix ``G``; fast GMD with the Gram matrix ``G'`` of the proxy, i.e. of the
 same gradients restricted to the last ``k`` parameter tensors (``--proxies``), with the SAME seeded
-permutations. Both merged gradients are ``sum_j w_j g_j`` (fast GMD applies its weights with one
-backward of ``sum_j w_j L_j``, which is that sum exactly). Reported, median over batches:
+permutations. The proxy ``repr`` is MGDA-UB's: the gradients with respect to the shared representation,
+here the per-modality output logits (no backward through the network at all). Both merged gradients
+are ``sum_j w_j g_j`` (fast GMD applies its weights with one backward of ``sum_j w_j L_j``, which is
+that sum exactly). Reported, median over batches:
 
 * ``*_conflict_sign_agreement``: fraction of the 105 objective pairs whose conflict status
   (``G_ij < 0``) is the same under ``G'``; ``*_conflict_jaccard``: |C & C'| / |C | C'| of the conflicting
@@ -59,7 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--foreground-prob", type=float, default=0.5, help="tumour-centred crop probability")
     p.add_argument("--train-steps", type=int, default=100, help="plain Adam steps before measuring")
-    p.add_argument("--proxies", default="2,10,12,22", help="proxy sizes (last k parameter tensors)")
+    p.add_argument(
+        "--proxies", default="2,10,12,22,repr", help="proxies: last k parameter tensors, or repr (see above)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--onednn-conv",
@@ -97,6 +101,17 @@ def batches(args: argparse.Namespace, device: torch.device):
         yield x.to(device), y.to(device)
 
 
+def representation_gradients(losses, outputs) -> torch.Tensor:
+    """(T, N): each loss's gradient with respect to the stream outputs (zero where a stream is unused)."""
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, outputs, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat([(torch.zeros_like(o) if g is None else g).reshape(-1) for g, o in zip(grads, outputs)])
+        )
+    return torch.stack(rows)
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-300))
@@ -112,7 +127,10 @@ def main(argv=None) -> None:
     crit = SubsetLoss(net.modalities)
     params = list(net.parameters())
     sizes = [p.numel() for p in params]
-    proxies = [int(k) for k in args.proxies.split(",") if k.strip()]
+    proxies = [k.strip() for k in args.proxies.split(",") if k.strip()]
+    for k in proxies:
+        if k != "repr" and not k.isdigit():
+            raise SystemExit(f"--proxies: {k!r} is neither a number of parameter tensors nor 'repr'")
     emit("input", f"{args.batch}x4x{args.crop}^3")
     emit("width", args.width)
     emit("train_steps", args.train_steps)
@@ -129,7 +147,10 @@ def main(argv=None) -> None:
     rows: list[dict[str, float]] = []  # one per batch
     for _ in range(args.batches):
         x, y = next(data)
-        jac = objective_gradients(crit(net.forward_streams(x, fold=False), y), params, retain_graph=False)
+        streams = net.forward_streams(x, fold=False)
+        losses = crit(streams, y)
+        rep = representation_gradients(losses, list(streams.values())) if "repr" in proxies else None
+        jac = objective_gradients(losses, params, retain_graph=False)
         t = jac.shape[0]
         perms = random_permutations(t, perm_gen)
         gram = gram_from_gradients(jac)
@@ -142,7 +163,7 @@ def main(argv=None) -> None:
             "exact_vs_mean_cosine": cosine(exact, jac.mean(0)),
         }
         for k in proxies:
-            proxy_gram = gram_from_gradients(jac[:, -sum(sizes[-k:]) :])
+            proxy_gram = gram_from_gradients(rep if k == "repr" else jac[:, -sum(sizes[-int(k) :]) :])
             w_fast = pcgrad_coefficients(proxy_gram, perms).sum(0) / t
             proxy_conf = torch.triu(proxy_gram < 0, diagonal=1)
             union, both = int((conflicts | proxy_conf).sum()), int((conflicts & proxy_conf).sum())
@@ -155,7 +176,7 @@ def main(argv=None) -> None:
 
     conflicting = [r for r in rows if r["num_conflicting_pairs"] > 0]
     for k in proxies:
-        emit(f"proxy{k}_numel", sum(sizes[-k:]))
+        emit(f"proxy{k}_numel", rep.shape[1] if k == "repr" else sum(sizes[-int(k) :]))
     emit("batches", len(rows))
     emit("batches_with_conflicts", len(conflicting))
     for key in rows[0]:
