@@ -5,7 +5,9 @@ For each batch the exact per-objective gradients ``g_i`` (all parameters) are co
 projects with the full Gram matrix ``G``; fast GMD with the Gram matrix ``G'`` of the proxy, i.e. of the
 same gradients restricted to the last ``k`` parameter tensors (``--proxies``), with the SAME seeded
 permutations. The proxy ``repr`` is MGDA-UB's: the gradients with respect to the shared representation,
-here the per-modality output logits (no backward through the network at all). Both merged gradients
+here the per-modality output logits (no backward through the network at all). ``first<k>`` takes the
+FIRST ``k`` parameter tensors instead (not a cheap proxy: their gradients need a full backward; it
+shows where the conflicts are). Both merged gradients
 are ``sum_j w_j g_j`` (fast GMD applies its weights with one backward of ``sum_j w_j L_j``, which is
 that sum exactly). Reported, median over batches:
 
@@ -62,7 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--foreground-prob", type=float, default=0.5, help="tumour-centred crop probability")
     p.add_argument("--train-steps", type=int, default=100, help="plain Adam steps before measuring")
     p.add_argument(
-        "--proxies", default="2,10,12,22,repr", help="proxies: last k parameter tensors, or repr (see above)"
+        "--proxies",
+        default="2,10,12,22,repr",
+        help="proxies: last k parameter tensors, first<k>, or repr (see above)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -101,6 +105,13 @@ def batches(args: argparse.Namespace, device: torch.device):
         yield x.to(device), y.to(device)
 
 
+def proxy_columns(proxy: str, sizes: list[int]) -> slice:
+    """Columns of the (T, P) gradient matrix of the last ``k`` (or ``first<k>``) parameter tensors."""
+    if proxy.startswith("first"):
+        return slice(0, sum(sizes[: int(proxy[5:])]))
+    return slice(sum(sizes) - sum(sizes[-int(proxy) :]), sum(sizes))
+
+
 def representation_gradients(losses, outputs) -> torch.Tensor:
     """(T, N): each loss's gradient with respect to the stream outputs (zero where a stream is unused)."""
     rows = []
@@ -129,8 +140,8 @@ def main(argv=None) -> None:
     sizes = [p.numel() for p in params]
     proxies = [k.strip() for k in args.proxies.split(",") if k.strip()]
     for k in proxies:
-        if k != "repr" and not k.isdigit():
-            raise SystemExit(f"--proxies: {k!r} is neither a number of parameter tensors nor 'repr'")
+        if k != "repr" and not k.removeprefix("first").isdigit():
+            raise SystemExit(f"--proxies: {k!r} is not a number of parameter tensors, first<k> or 'repr'")
     emit("input", f"{args.batch}x4x{args.crop}^3")
     emit("width", args.width)
     emit("train_steps", args.train_steps)
@@ -163,7 +174,7 @@ def main(argv=None) -> None:
             "exact_vs_mean_cosine": cosine(exact, jac.mean(0)),
         }
         for k in proxies:
-            proxy_gram = gram_from_gradients(rep if k == "repr" else jac[:, -sum(sizes[-int(k) :]) :])
+            proxy_gram = gram_from_gradients(rep if k == "repr" else jac[:, proxy_columns(k, sizes)])
             w_fast = pcgrad_coefficients(proxy_gram, perms).sum(0) / t
             proxy_conf = torch.triu(proxy_gram < 0, diagonal=1)
             union, both = int((conflicts | proxy_conf).sum()), int((conflicts & proxy_conf).sum())
@@ -176,7 +187,10 @@ def main(argv=None) -> None:
 
     conflicting = [r for r in rows if r["num_conflicting_pairs"] > 0]
     for k in proxies:
-        emit(f"proxy{k}_numel", rep.shape[1] if k == "repr" else sum(sizes[-int(k) :]))
+        emit(
+            f"proxy{k}_numel",
+            rep.shape[1] if k == "repr" else len(range(jac.shape[1])[proxy_columns(k, sizes)]),
+        )
     emit("batches", len(rows))
     emit("batches_with_conflicts", len(conflicting))
     for key in rows[0]:

@@ -3,7 +3,7 @@
 Only the available modality streams run, so the time should grow with the number of modalities:
 the target is ``infer_1_vs_4 <= 0.35`` (one modality costs at most 35% of four).
 
-    .venv/bin/python benchmarks/bench_inference.py [--case Brats18_2013_11_1] [--repeats 3] [--device auto]
+    .venv/bin/python benchmarks/bench_inference.py [--case Brats18_2013_11_1] [--repeats N] [--device auto]
 
 After ``--warmup`` untimed runs, each subset runs ``--repeats`` times, round-robin over the subsets
 (so that changes of machine load affect all alike); the median is reported. Times are of the
@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--case", default="Brats18_2013_11_1", help="case folder under ../shared/data/brats2018"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per subset (median reported)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per subset, median reported (default: CPU 1, GPU 3)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs (single modality) first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default=None, help="weights (default: bundle/models/model.pt if present)")
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped=1 reason=case {case_dir} not found (../shared/data/brats2018 is absent)")
         return 0
     device = resolve_device(args.device)
+    if args.repeats is None:  # a 4-modality case takes minutes on a 2-core CPU
+        args.repeats = 3 if torch.device(device).type == "cuda" else 1
     trained = args.model is not None or default_model_path().is_file()
     net_info = load_network(args.model, allow_untrained=not trained, device=device)
     print(f"device={device}")

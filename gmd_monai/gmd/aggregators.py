@@ -262,6 +262,10 @@ class FastGMD(GMD):
     conflicts and projections as the full one (``benchmarks/bench_fast_gmd.py`` measures the
     agreement). The diagnostics (norms, cosines, conflicts) are those of the proxy gradients.
 
+    Measured on real BraTS 2018 batches of the DS U-Net after 400 training steps (README,
+    Performance): the proxies of the last 2 or 22 parameter tensors found NONE of the conflicting
+    pairs that exact GMD found, so the update was the plain mean there. Use ``gmd`` to study GMD.
+
     Args:
         params, names, shared, nonshared_reduction, reduce_fn, seed: see :class:`GMD`. With
             ``reduce_fn`` (distributed), the proxy gradients are reduced before the projection and the
