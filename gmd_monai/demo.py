@@ -37,7 +37,7 @@ def demo(
     roi: int = 32,
     width: float = 0.25,
     batch_size: int = 2,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 1e-2,
     loss: str = "dice_ce",
     threads: int | None = None,
     seed: int = 0,
