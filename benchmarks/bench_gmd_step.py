@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from contextlib import nullcontext
 
 import torch
 from common import (
@@ -212,6 +213,23 @@ def compare_gradients(setup: Setup) -> tuple[float, float, int]:
     return max_rel, l2_rel, diag.num_conflicts
 
 
+def compare_amp(setup: Setup, autocast=None) -> tuple[float, float]:
+    """Exact GMD under AMP vs float32, same batch and permutations: (cosine, max rel diff)."""
+    autocast = autocast or setup.autocast
+    kw = {"names": setup.crit.names, "shared": setup.net.shared_mask(), "seed": 1234}
+    grads = []
+    for ctx in (nullcontext, autocast):
+        agg = make_aggregator("gmd", setup.params, **kw)  # a fresh generator: the same permutations
+        setup.zero()
+        with ctx():
+            losses = setup.crit(setup.net.forward_streams(setup.x, fold=False), setup.y)
+        agg.backward([loss.float() for loss in losses])
+        grads.append(setup.flat_grad().clone().double())
+    ref, amp = grads
+    cos = float(torch.dot(ref, amp) / (ref.norm() * amp.norm()).clamp_min(1e-300))
+    return cos, float((amp - ref).abs().max() / ref.abs().max().clamp_min(1e-300))
+
+
 def weighting_costs(setup: Setup, repeats: int = 50) -> tuple[float, float]:
     """Milliseconds to turn the 15x15 Gram matrix into weights: ours vs torchjd's PCGradWeighting."""
     import time
@@ -259,6 +277,11 @@ def main(argv=None) -> None:
         emit("max_rel_grad_diff", max_rel)
         emit("l2_rel_grad_diff", l2_rel)
         emit("num_conflicting_pairs", nconf)
+
+    if args.amp and setup.device.type == "cuda":  # AMP must stay within its tolerance of float32
+        cos, rel = compare_amp(setup)
+        emit("amp_vs_fp32_grad_cosine", cos)
+        emit("amp_vs_fp32_max_rel_grad_diff", rel)
 
     steps = setup.steps()
     times = paired_rounds({m: steps[m] for m in methods}, setup.device, args.repeats, args.warmup)

@@ -250,3 +250,23 @@ def test_exact_gmd_matches_naive_with_onednn_conv():
     ours = _flat_grad(params).clone()
     ref = naive.naive_gmd_step(net, x, y, crit.loss, agg.last_permutations)
     assert _rel(ours, ref) <= 1e-5
+
+
+def test_bf16_autocast_gmd_stays_close_to_float32():
+    """AMP (bf16 autocast of the forward; the GMD algebra in float32/float64) gives the float32 update
+    within bf16 tolerance, on the same permutations. On CPU here; the GPU run is in the benchmarks."""
+    net, x, y, crit = _setup(batch=2)
+    params = list(net.parameters())
+    grads = []
+    for amp in (False, True):
+        agg = GMD(params, names=crit.names, shared=net.shared_mask(), seed=5)
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            losses = crit(net.forward_streams(x, fold=False), y)
+        diag = agg.backward([loss.float() for loss in losses])
+        assert all(p.grad.dtype == torch.float32 for p in params)
+        grads.append((_flat_grad(params).double(), diag.weights.clone()))
+    (ref, w_ref), (amp, w_amp) = grads
+    cosine = float(ref @ amp / (ref.norm() * amp.norm()))
+    assert 0.99 < cosine < 1.0  # bf16 changes the update a little, not its direction
+    assert float((w_amp - w_ref).abs().max()) < 0.02
