@@ -167,9 +167,21 @@ def test_metadata_valid_against_zoo_schema():
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     """`make demo` in miniature: data, training through the bundle, the 15-subset table."""
+    import logging
+
+    import torch
+
     from gmd_monai.demo import demo
 
-    table = Path(demo(output_dir=str(tmp_path / "demo"), epochs=1, num_cases=6, size=32, threads=1))
+    root = logging.getLogger()
+    handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    try:
+        table = Path(demo(output_dir=str(tmp_path / "demo"), epochs=1, num_cases=6, size=32, threads=1))
+    finally:  # the bundle's logging.conf binds a handler to this test's captured stderr: undo it
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
+        root.setLevel(level)
+        torch.set_num_threads(threads)
     rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 15 + 1  # header, one row per subset, the mean
     assert (tmp_path / "demo" / "eval" / "subset_dice.png").stat().st_size > 0
