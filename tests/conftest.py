@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
@@ -18,3 +20,23 @@ def brats_dir() -> Path:
     if not BRATS_DIR.is_dir():
         pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
     return BRATS_DIR
+
+
+def crop_brats_case(src: Path, dst: Path, size=(64, 64, 48), with_label: bool = True) -> Path:
+    """Write a BraTS 2018 case's files cropped to ``size`` around the tumour centre, the affine shifted
+    so that every voxel keeps its world position; returns the new case folder ``dst/<case>``."""
+    case = src.name
+    out = dst / case
+    out.mkdir(parents=True, exist_ok=True)
+    seg = np.asarray(nib.load(src / f"{case}_seg.nii.gz").dataobj)
+    idx = np.argwhere(seg > 0)
+    centre = (idx.min(0) + idx.max(0)) // 2
+    start = np.clip(centre - np.array(size) // 2, 0, np.array(seg.shape) - np.array(size))
+    sl = tuple(slice(int(a), int(a) + int(b)) for a, b in zip(start, size))
+    for m in ("t1", "t1ce", "t2", "flair", *(("seg",) if with_label else ())):
+        img = nib.load(src / f"{case}_{m}.nii.gz")
+        affine = img.affine.copy()
+        affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
+        cropped = nib.Nifti1Image(np.asarray(img.dataobj)[sl], affine, header=img.header)
+        nib.save(cropped, out / f"{case}_{m}.nii.gz")
+    return out

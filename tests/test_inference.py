@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import crop_brats_case
 
 from gmd_monai.cli import main
 from gmd_monai.inference import (
@@ -43,32 +44,11 @@ MODS = ("t1", "t1ce", "t2", "flair")
 ALLOWED_LABELS = {0, 1, 2, 4}
 
 
-def crop_brats_case(src: Path, dst: Path, size=CROP) -> Path:
-    """Write the case's 5 files cropped to ``size`` around the tumour centre (affine shifted accordingly)."""
-    case = src.name
-    out = dst / case
-    out.mkdir(parents=True, exist_ok=True)
-    seg = np.asarray(nib.load(src / f"{case}_seg.nii.gz").dataobj)
-    idx = np.argwhere(seg > 0)
-    centre = (idx.min(0) + idx.max(0)) // 2
-    start = np.clip(centre - np.array(size) // 2, 0, np.array(seg.shape) - np.array(size))
-    sl = tuple(slice(int(a), int(a) + int(b)) for a, b in zip(start, size))
-    for m in (*MODS, "seg"):
-        img = nib.load(src / f"{case}_{m}.nii.gz")
-        affine = img.affine.copy()
-        affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
-        nib.save(
-            nib.Nifti1Image(np.asarray(img.dataobj)[sl], affine, header=img.header),
-            out / f"{case}_{m}.nii.gz",
-        )
-    return out
-
-
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory) -> Path:
     if not BRATS_DIR.is_dir():
         pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
-    return crop_brats_case(BRATS_DIR / CASE, tmp_path_factory.mktemp("cases"))
+    return crop_brats_case(BRATS_DIR / CASE, tmp_path_factory.mktemp("cases"), CROP)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import crop_brats_case
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import MetaTensor
 
@@ -23,27 +24,6 @@ BRATS_DIR = SHARED / "data" / "brats2018"
 CASE = "Brats18_TCIA02_135_1"
 CROP = (64, 64, 48)
 MODS = ("t1", "t1ce", "t2", "flair")
-
-
-def crop_brats_case(src: Path, dst: Path, size=CROP) -> Path:
-    """Write the case's files cropped to ``size`` around the tumour centre (affine shifted accordingly)."""
-    case = src.name
-    out = dst / case
-    out.mkdir(parents=True, exist_ok=True)
-    seg = np.asarray(nib.load(src / f"{case}_seg.nii.gz").dataobj)
-    idx = np.argwhere(seg > 0)
-    centre = (idx.min(0) + idx.max(0)) // 2
-    start = np.clip(centre - np.array(size) // 2, 0, np.array(seg.shape) - np.array(size))
-    sl = tuple(slice(int(a), int(a) + int(b)) for a, b in zip(start, size))
-    for m in MODS:
-        img = nib.load(src / f"{case}_{m}.nii.gz")
-        affine = img.affine.copy()
-        affine[:3, 3] = img.affine[:3, :3] @ start + img.affine[:3, 3]
-        nib.save(
-            nib.Nifti1Image(np.asarray(img.dataobj)[sl], affine, header=img.header),
-            out / f"{case}_{m}.nii.gz",
-        )
-    return out
 
 
 def test_infer_workflow_properties_and_network_def():
@@ -85,7 +65,7 @@ def test_inferer_runs_only_the_named_streams():
 def test_bundle_inference_any_subset_matches_cli(tmp_path):
     if not BRATS_DIR.is_dir():
         pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
-    case = crop_brats_case(BRATS_DIR / CASE, tmp_path / "src")
+    case = crop_brats_case(BRATS_DIR / CASE, tmp_path / "src", CROP, with_label=False)
     f = {m: case / f"{CASE}_{m}.nii.gz" for m in MODS}
     torch.manual_seed(1)
     ckpt = tmp_path / "models" / "model.pt"

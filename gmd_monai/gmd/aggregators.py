@@ -197,6 +197,10 @@ class Aggregator:
         gram = gram_from_gradients(jac)
         weights, nproj = self.weights_from_gram(gram)
         write_merged_gradient(jac, weights, self.params, self.shared, self._nonshared_factor(t))
+        return self._gram_diagnostics(names, losses, gram, weights, nproj)
+
+    def _gram_diagnostics(self, names, losses, gram, weights, nproj, extra=None) -> SurgeryDiagnostics:
+        """Diagnostics of a Gram-based step: norms, cosines and conflicts read off ``gram``."""
         norms, cosine, nconf = diagnostics_from_gram(gram)
         return SurgeryDiagnostics(
             names=names,
@@ -207,6 +211,7 @@ class Aggregator:
             num_conflicts=nconf,
             num_projections=nproj,
             method=self.name,
+            extra=extra or {},
         )
 
 
@@ -305,18 +310,8 @@ class FastGMD(GMD):
         weighted_backward(losses, weights, self.params, self.shared, self._nonshared_factor(t))
         if self.reduce_fn is not None:
             reduce_gradients(self.params, self.reduce_fn)
-        norms, cosine, nconf = diagnostics_from_gram(gram)
-        return SurgeryDiagnostics(
-            names=self._names(t),
-            losses=torch.stack([loss.detach().float().cpu() for loss in losses]),
-            weights=weights.float().cpu(),
-            grad_norms=norms.float(),
-            cosine=cosine.float(),
-            num_conflicts=nconf,
-            num_projections=nproj,
-            method=self.name,
-            extra={"approximate": 1.0, "proxy_numel": float(proxy_jac.shape[1])},
-        )
+        extra = {"approximate": 1.0, "proxy_numel": float(proxy_jac.shape[1])}
+        return self._gram_diagnostics(self._names(t), losses, gram, weights, nproj, extra)
 
 
 class TorchJDWeighting(Aggregator):

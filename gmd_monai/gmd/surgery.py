@@ -147,14 +147,21 @@ def write_merged_gradient(
     scale = _scale_vector(params, shared, nonshared_factor)
     if scale is not None:
         merged = merged * scale
+    _unflatten_into_grads(merged, params, accumulate=True)
+
+
+def _unflatten_into_grads(flat: torch.Tensor, params: Sequence[torch.Tensor], accumulate: bool) -> None:
+    """Split a flat (P,) vector over ``params``; add it to ``p.grad`` or overwrite ``p.grad`` with it."""
     offset = 0
     for p in params:
         n = p.numel()
-        g = merged[offset : offset + n].view_as(p).to(p.dtype)
+        g = flat[offset : offset + n].view_as(p).to(p.dtype)
         if p.grad is None:
             p.grad = g.clone()
-        else:
+        elif accumulate:
             p.grad.add_(g)
+        else:
+            p.grad.copy_(g)
         offset += n
 
 
@@ -194,13 +201,4 @@ def reduce_gradients(params: Sequence[torch.Tensor], reduce_fn: ReduceFn) -> Non
     """
     params = list(params)
     flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-    flat = reduce_fn(flat.unsqueeze(0)).reshape(-1)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        g = flat[offset : offset + n].view_as(p).to(p.dtype)
-        if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad.copy_(g)
-        offset += n
+    _unflatten_into_grads(reduce_fn(flat.unsqueeze(0)).reshape(-1), params, accumulate=False)
