@@ -33,6 +33,7 @@ __all__ = [
     "StackedStreams",
     "SubsetDiceMetric",
     "GMDDiagnosticsHandler",
+    "EpochProgressLogger",
     "SubsetDiceHandler",
     "setup_logging",
     "write_run_summary",
@@ -343,17 +344,32 @@ class GMDDiagnosticsHandler:
                 w = csv.writer(f)
                 if new:
                     w.writerow(
-                        ["epoch", "method", "mean_conflicting_pairs", *[f"w[{n}]" for n in last.names]]
+                        [
+                            "epoch",
+                            "segment",
+                            "method",
+                            "mean_conflicting_pairs",
+                            *[f"w[{n}]" for n in last.names],
+                        ]
                     )
+                segment = getattr(engine.state, "run_segment", 0)
                 w.writerow(
-                    [engine.state.epoch, last.method, f"{conflicts:.3f}", *[f"{x:.5f}" for x in weights]]
+                    [
+                        engine.state.epoch,
+                        segment,
+                        last.method,
+                        f"{conflicts:.3f}",
+                        *[f"{x:.5f}" for x in weights],
+                    ]
                 )
 
 
 class SubsetDiceHandler:
     """After each validation: per-subset Dice to TensorBoard (``val_dice/<subset>/<region>``) and a CSV.
 
-    Reads ``engine.state.subset_dice`` (T, K) left by :class:`SubsetDiceMetric`.
+    Reads ``engine.state.subset_dice`` (T, K) left by :class:`SubsetDiceMetric`. The ``segment`` column
+    counts the resumes of the run (``engine.state.run_segment``, set by
+    :class:`~gmd_monai.checkpointing.TrainingCheckpoint`; 0 for the first segment).
 
     Args:
         summary_writer: a ``SummaryWriter`` (created in ``log_dir`` when None).
@@ -392,10 +408,82 @@ class SubsetDiceHandler:
             with open(self.csv_path, "a", newline="") as f:
                 w = csv.writer(f)
                 if new:
-                    w.writerow(["epoch", "subset", *[f"dice_{r.lower()}" for r in self.regions], "mean"])
+                    w.writerow(
+                        ["epoch", "segment", "subset", *[f"dice_{r.lower()}" for r in self.regions], "mean"]
+                    )
+                segment = getattr(engine.state, "run_segment", 0)
                 for k, name in enumerate(names):
                     row = table[k].tolist()
-                    w.writerow([epoch, name, *[f"{v:.4f}" for v in row], f"{sum(row) / len(row):.4f}"])
+                    w.writerow(
+                        [epoch, segment, name, *[f"{v:.4f}" for v in row], f"{sum(row) / len(row):.4f}"]
+                    )
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(max(0.0, seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class EpochProgressLogger:
+    """One log line per epoch: epoch, mean loss, elapsed time, ETA to the last epoch, CPU time.
+
+    The ETA extrapolates the mean epoch time of the current run segment (a resumed run starts a new
+    segment: :class:`~gmd_monai.checkpointing.TrainingCheckpoint`); validation epochs are included, so
+    the estimate settles once a validation has run. For logs read in a file (``nohup``), where a
+    progress bar is unreadable.
+
+    Args:
+        name: logger name.
+    """
+
+    def __init__(self, name: str = "gmd_monai.progress"):
+        self.logger = logging.getLogger(name)
+        self._t0: float | None = None
+        self._cpu0: float | None = None
+        self._epoch0 = 0
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _started(self, engine: Engine) -> None:
+        import time
+
+        self._t0, self._cpu0 = time.monotonic(), time.process_time()
+        self._epoch0 = engine.state.epoch
+        self.logger.info(
+            "training epochs %d..%d of %d (segment %d)", engine.state.epoch + 1, engine.state.max_epochs,
+            engine.state.max_epochs, getattr(engine.state, "run_segment", 0),
+        )  # fmt: skip
+
+    def _iteration(self, engine: Engine) -> None:
+        from monai.handlers import from_engine
+
+        try:  # a dict, or a list of dicts once the trainer decollated its output
+            loss = from_engine([Keys.LOSS], first=True)(engine.state.output)[0]
+        except (KeyError, IndexError, TypeError):
+            return
+        if loss is not None:
+            self._losses.append(float(loss))
+
+    def _epoch(self, engine: Engine) -> None:
+        import time
+
+        if self._t0 is None:
+            return
+        elapsed = time.monotonic() - self._t0
+        done = engine.state.epoch - self._epoch0
+        left = engine.state.max_epochs - engine.state.epoch
+        eta = elapsed / max(done, 1) * left
+        loss = sum(self._losses) / len(self._losses) if self._losses else float("nan")
+        self._losses = []
+        cpu = time.process_time() - (self._cpu0 or 0.0)
+        self.logger.info(
+            "epoch %d/%d loss %.4f | elapsed %s, ETA %s | process CPU %s",
+            engine.state.epoch, engine.state.max_epochs, loss, _hms(elapsed), _hms(eta), _hms(cpu),
+        )  # fmt: skip
 
 
 def setup_logging(level: int = logging.INFO) -> None:

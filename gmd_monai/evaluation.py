@@ -104,6 +104,7 @@ def case_subset_metrics(
     hd95: bool = True,
     et_min_voxels: int | None = None,
     soft_dice: bool = False,
+    to_label_grid=None,
 ) -> list[dict]:
     """Metrics of one case for every subset.
 
@@ -115,6 +116,8 @@ def case_subset_metrics(
         hd95: compute HD95 (the slowest part).
         et_min_voxels: also report ``dice_et_pp`` with ET predictions below this size removed.
         soft_dice: also report the authors' soft centre-crop Dice.
+        to_label_grid: maps a subset's probabilities (3, ...) from the network's grid onto the label's
+            (when the network ran at another voxel size); the prediction is then ``> 0.5`` there.
 
     Returns:
         One dict per subset: subset index/name, presence flags, ``dice_wt/tc/et``, ``hd95_*``, ...
@@ -125,6 +128,8 @@ def case_subset_metrics(
     streams = {k: v.reshape((-1,) + tuple(v.shape[-3:])) for k, v in streams.items()}
     rows = []
     for k, fused in enumerate(subset_logits(streams, space)):
+        if to_label_grid is not None:
+            fused = torch.logit(to_label_grid(torch.sigmoid(fused)).clamp(1e-6, 1 - 1e-6))
         pred = fused > 0  # sigmoid > 0.5
         row: dict = {"subset_index": k, "subset": space.name(k)}
         for m in space.modalities:
@@ -340,10 +345,13 @@ class SubsetEvaluation:
                 item = item[0]
             image, label = item["image"], item["label"]
             case = item.get("case") or _case_name(image, i)
-            spacing = _spacing(image)
+            spacing = _spacing(label) or _spacing(image)
             streams = predict_streams(self.network, image[None], self.inferer, self.device)
-            for row in case_subset_metrics(streams, label, self.space, spacing, self.hd95,
-                                           self.et_min_voxels, self.soft_dice):  # fmt: skip
+            back = _resampler(image, label)
+            metrics = case_subset_metrics(
+                streams, label, self.space, spacing, self.hd95, self.et_min_voxels, self.soft_dice, back
+            )
+            for row in metrics:
                 self.rows.append({"case": case, **row})
         self.paths = write_reports(self.rows, self.space, self.output_dir)
         if self.publish_dir:
@@ -357,6 +365,30 @@ class SubsetEvaluation:
                     self.paths["markdown"])  # fmt: skip
         print(Path(self.paths["markdown"]).read_text())
         return self.paths
+
+
+def _resampler(image, label):
+    """``None`` when image and label share a grid; else a function bringing (3, ...) probabilities from
+    the image's grid (the network's voxel size) onto the label's (the case's own), linearly, as the
+    clinician path does (``Invertd`` of the preprocessing)."""
+    from monai.data import MetaTensor
+    from monai.transforms import ResampleToMatch
+
+    if not (isinstance(image, MetaTensor) and isinstance(label, MetaTensor)):
+        return None
+    same = tuple(image.shape[1:]) == tuple(label.shape[1:]) and np.allclose(
+        np.asarray(image.affine, dtype=float), np.asarray(label.affine, dtype=float), atol=1e-4
+    )
+    if same:
+        return None
+    resample = ResampleToMatch(mode="bilinear", padding_mode="zeros", align_corners=False)
+    dst = MetaTensor(torch.zeros((1, *label.shape[1:])), affine=label.affine)
+
+    def back(prob: torch.Tensor) -> torch.Tensor:
+        src = MetaTensor(prob.reshape((-1, *prob.shape[-3:])).float(), affine=image.affine)
+        return resample(src, dst).as_tensor()
+
+    return back
 
 
 def _case_name(image, index: int) -> str:
@@ -401,8 +433,8 @@ def evaluate_cli(
     dataset_dir: str | None = None,
     section: str = "testing",
     output_dir: str = "eval",
-    width: float = 0.5,
-    roi: int = 128,
+    width: float | None = None,
+    roi: int | None = None,
     device: str = "auto",
     hd95: bool = True,
     et_min_voxels: int | None = None,
@@ -417,8 +449,8 @@ def evaluate_cli(
         dataset_dir: BraTS folder; all its cases are evaluated when no datalist is given.
         section: datalist section to evaluate (``testing``, ``validation``, ``training``).
         output_dir: report folder.
-        width: network width the weights were trained with.
-        roi: sliding-window ROI edge (voxels, multiple of 16).
+        width: network width (default: the checkpoint's).
+        roi: sliding-window ROI edge (voxels, multiple of 16; default: the model's training crop).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         hd95: compute HD95.
         et_min_voxels: ET post-processing rule threshold (e.g. 500); reported as a separate column.
@@ -429,6 +461,7 @@ def evaluate_cli(
     from monai.inferers import SlidingWindowInferer
 
     from gmd_monai.data.brats import build_datalist, val_transforms
+    from gmd_monai.inference.model import model_config
     from gmd_monai.networks import DynamicSharingUNet
 
     if datalist:
@@ -446,8 +479,11 @@ def evaluate_cli(
     if max_cases:
         items = items[: int(max_cases)]
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    net = DynamicSharingUNet(width=width)
-    ds = Dataset(items, transform=val_transforms(crop_foreground=False))
+    grid = model_config(model)  # the grid the model was trained at, recorded with its weights
+    net = DynamicSharingUNet(width=grid["width"] if width is None else width)
+    roi = grid["roi_size"] if roi is None else roi
+    transform = val_transforms(False, pixdim=grid["pixdim"], axcodes=grid["axcodes"], resample_label=False)
+    ds = Dataset(items, transform=transform)
     runner = SubsetEvaluation(net, ds, SlidingWindowInferer(roi_size=roi, overlap=0.5, sw_batch_size=1),
                               output_dir, dev, checkpoint=model, hd95=hd95, et_min_voxels=et_min_voxels,
                               soft_dice=soft_dice)  # fmt: skip

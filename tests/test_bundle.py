@@ -51,8 +51,8 @@ def _check_training_outputs(tmp: Path):
     assert list(summary["last_val_subset_dice"]) == NAMES
     with open(tmp / "runs" / "gmd_weights.csv") as f:
         rows = list(csv.reader(f))
-    assert rows[0][3:] == [f"w[{n}]" for n in NAMES]
-    weights = [float(x) for x in rows[1][3:]]
+    assert rows[0][4:] == [f"w[{n}]" for n in NAMES]
+    weights = [float(x) for x in rows[1][4:]]
     assert len(weights) == 15 and all(w > 0 for w in weights)
     with open(tmp / "runs" / "val_subset_dice.csv") as f:
         val = list(csv.DictReader(f))

@@ -82,7 +82,7 @@ def test_train_evaluate_infer_round_trip(tmp_path, data_file):
     assert ckpt.is_file()
     with open(tmp_path / "runs" / "gmd_weights.csv") as f:
         header = next(csv.reader(f))
-    assert header[3:] == [f"w[{n}]" for n in NAMES]
+    assert header[4:] == [f"w[{n}]" for n in NAMES]
     assert json.loads((tmp_path / "runs" / "run_summary.json").read_text())["epochs"] == 1
 
     ev = _workflow([TRAIN, EVALUATE], **_overrides(tmp_path, data_file, eval_dir=str(tmp_path / "eval")))

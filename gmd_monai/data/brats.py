@@ -43,6 +43,7 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     MapTransform,
+    Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandSpatialCropd,
@@ -51,6 +52,7 @@ from monai.transforms import (
 from monai.utils.type_conversion import convert_to_dst_type
 
 from gmd_monai.data.readers import ThreadSafeNibabelReader
+from gmd_monai.data.spatial import Spacingd
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
@@ -926,7 +928,34 @@ def _roi(roi_size: Sequence[int] | int) -> tuple[int, int, int]:
     return roi  # type: ignore[return-value]
 
 
-def _load_part(keys: tuple[str, str], crop_foreground: bool, allow_missing_label: bool) -> list:
+def _grid_part(
+    keys: tuple[str, str],
+    pixdim: Sequence[float] | float | None,
+    axcodes: str | None,
+    resample_label: bool = True,
+) -> list:
+    """Reorient to ``axcodes`` and resample to ``pixdim`` mm (image bilinear, label regions nearest;
+    the label stays on its own grid when ``resample_label`` is False)."""
+    image, label = keys
+    grid_keys = [image, label] if resample_label else [image]
+    modes = ("bilinear", "nearest") if resample_label else ("bilinear",)
+    out: list = []
+    if axcodes is not None:
+        out.append(Orientationd(keys=grid_keys, axcodes=axcodes, labels=None, allow_missing_keys=True))
+    if pixdim is not None:
+        pix = (float(pixdim),) * 3 if isinstance(pixdim, int | float) else tuple(float(p) for p in pixdim)
+        out.append(Spacingd(keys=grid_keys, pixdim=pix, mode=modes, allow_missing_keys=True))
+    return out
+
+
+def _load_part(
+    keys: tuple[str, str],
+    crop_foreground: bool,
+    allow_missing_label: bool,
+    pixdim: Sequence[float] | float | None = None,
+    axcodes: str | None = None,
+    resample_label: bool = True,
+) -> list:
     image, label = keys
     return [
         CheckBratsCased(keys=[image, label], allow_missing_keys=allow_missing_label),
@@ -942,6 +971,7 @@ def _load_part(keys: tuple[str, str], crop_foreground: bool, allow_missing_label
         EnsureTyped(
             keys=[image, label], dtype=torch.float32, track_meta=True, allow_missing_keys=allow_missing_label
         ),
+        *_grid_part(keys, pixdim, axcodes, resample_label),
         *(
             [
                 CropForegroundd(
@@ -960,11 +990,14 @@ def train_transforms(
     foreground_prob: float = 0.0,
     flip_prob: float = 0.5,
     crop_foreground: bool = True,
+    pixdim: Sequence[float] | float | None = None,
+    axcodes: str | None = None,
 ) -> Compose:
     """Training preprocessing: checks, loading, regions, robust z-score, random crop, random flips.
 
     ``CheckBratsCased -> LoadImaged -> CheckFinited -> ConvertBratsLabelsToRegionsd -> EnsureTyped ->
-    [CropForegroundd] -> RobustZScoreNormalized -> SpatialPadd -> crop -> RandFlipd x 3``. The crop is
+    [Orientationd] -> [Spacingd] -> [CropForegroundd] -> RobustZScoreNormalized -> SpatialPadd -> crop
+    -> RandFlipd x 3``. The crop is
     uniform (``RandSpatialCropd``, the authors' recipe) when ``foreground_prob == 0``, otherwise centred
     on tumour with that probability (:class:`RandPosNegCropd`). The output is one dict with a
     ``(4, *roi)`` float32 image and a ``(3, *roi)`` float32 label in {0, 1}.
@@ -974,6 +1007,9 @@ def train_transforms(
         foreground_prob: probability that the crop is centred on a tumour voxel.
         flip_prob: probability of a flip, per spatial axis.
         crop_foreground: crop to the brain's bounding box first.
+        pixdim: the model's voxel size in mm (``None``: keep the data's own grid, 1 mm for BraTS).
+            The image is resampled bilinearly, the label regions by nearest neighbour.
+        axcodes: reorient to these axis codes first (``None``: keep the data's orientation).
     """
     roi = _roi(roi_size)
     if not 0.0 <= foreground_prob <= 1.0:
@@ -987,7 +1023,7 @@ def train_transforms(
         crop = RandSpatialCropd(keys=keys, roi_size=roi, random_size=False)
     return Compose(
         [
-            *_load_part(("image", "label"), crop_foreground, allow_missing_label=False),
+            *_load_part(("image", "label"), crop_foreground, False, pixdim, axcodes),
             SpatialPadd(keys=keys, spatial_size=roi),
             crop,
             *(RandFlipd(keys=keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)),
@@ -995,16 +1031,28 @@ def train_transforms(
     )
 
 
-def val_transforms(crop_foreground: bool = True) -> Compose:
+def val_transforms(
+    crop_foreground: bool = True,
+    pixdim: Sequence[float] | float | None = None,
+    axcodes: str | None = None,
+    resample_label: bool = True,
+) -> Compose:
     """Deterministic preprocessing for validation and inference (the label is optional).
 
     ``CheckBratsCased -> LoadImaged -> CheckFinited -> ConvertBratsLabelsToRegionsd -> EnsureTyped ->
-    [CropForegroundd] -> RobustZScoreNormalized``; no crop to a fixed size (use a sliding window).
+    [Orientationd] -> [Spacingd] -> [CropForegroundd] -> RobustZScoreNormalized``; no crop to a fixed
+    size (use a sliding window). Every spatial step is invertible (``Invertd``).
 
     Args:
-        crop_foreground: crop to the brain's bounding box (invertible, e.g. with ``Invertd``).
+        crop_foreground: crop to the brain's bounding box.
+        pixdim: the model's voxel size in mm (``None``: the data's own grid).
+        axcodes: reorient to these axis codes first (``None``: keep the data's orientation).
+        resample_label: resample the label with the image; False keeps it on the case's own grid (for
+            evaluation there: :class:`gmd_monai.evaluation.SubsetEvaluation` brings the prediction back).
     """
-    return Compose(_load_part(("image", "label"), crop_foreground, allow_missing_label=True))
+    if not resample_label and crop_foreground:
+        raise ValueError("resample_label=False keeps the label on the case's grid: use crop_foreground=False")
+    return Compose(_load_part(("image", "label"), crop_foreground, True, pixdim, axcodes, resample_label))
 
 
 def load_or_build_datalist(
@@ -1013,6 +1061,9 @@ def load_or_build_datalist(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    train_list: str | os.PathLike | None = None,
+    val_list: str | os.PathLike | None = None,
+    test_list: str | os.PathLike | None = None,
 ) -> dict:
     """The bundle's entry: read a datalist JSON if given, else scan ``dataset_dir`` and split it.
 
@@ -1024,11 +1075,18 @@ def load_or_build_datalist(
         datalist: path of a decathlon-style JSON (e.g. from ``gmd-monai prepare-datalist``), or None.
         dataset_dir: BraTS folder, used when no datalist is given.
         val_fraction, test_fraction, seed: random split of ``dataset_dir`` (see :func:`build_datalist`).
+        train_list, val_list, test_list: split of ``dataset_dir`` by case-list files instead (one case
+            id per line); used when ``train_list`` is given.
     """
     if datalist is None:
         if dataset_dir is None:
             raise ValueError("no data: set dataset_dir (a BraTS folder) or datalist (a datalist JSON)")
-        data = build_datalist(dataset_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        if train_list is not None:
+            data = build_datalist(dataset_dir, train_list=train_list, val_list=val_list, test_list=test_list)
+        else:
+            data = build_datalist(
+                dataset_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+            )
     else:
         path = Path(datalist)
         if not path.is_file():

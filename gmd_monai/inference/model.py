@@ -1,8 +1,10 @@
 """The trained network for inference: where its weights are, how to load them, and what they are.
 
 Weights are a ``state_dict`` of :class:`~gmd_monai.networks.DynamicSharingUNet`, saved bare or under
-``"model"`` (MONAI's CheckpointSaver), ``"state_dict"`` or ``"network"``. The width is read from a
-``model_info.json`` next to the weights when present, else from the checkpoint's tensor shapes.
+``"model"`` (MONAI's CheckpointSaver), ``"state_dict"`` or ``"network"``. The width comes from the
+checkpoint's tensor shapes. The grid the network was trained at (voxel size, orientation, training
+crop) comes from the checkpoint's ``model_meta`` (or ``model_info.json`` next to it); a checkpoint
+without one is taken as the paper's 1 mm LPS model.
 Without weights nothing runs unless ``allow_untrained=True`` (smoke tests only): no silent random output.
 
 Example:
@@ -17,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "bundle_root",
     "default_model_path",
     "load_network",
+    "model_config",
     "missing_weights_message",
     "require_weights",
 ]
@@ -88,6 +91,10 @@ class ModelInfo:
         trained: False for a randomly initialised network (``--allow_untrained``).
         modalities: the network's modality names.
         region_order: the output channels.
+        pixdim: the voxel size (mm) the network was trained at; inputs are resampled to it.
+        axcodes: the orientation the network was trained in.
+        roi_size: the training crop (the default sliding window), when recorded.
+        meta: everything recorded with the weights (:func:`gmd_monai.checkpointing.model_meta`).
     """
 
     path: str | None
@@ -97,11 +104,17 @@ class ModelInfo:
     trained: bool
     modalities: tuple[str, ...] = BRATS_MODALITIES
     region_order: tuple[str, ...] = ("WT", "TC", "ET")
+    pixdim: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    axcodes: str = "LPS"
+    roi_size: tuple[int, int, int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
         d["region_order"] = list(self.region_order)
+        d["pixdim"] = list(self.pixdim)
+        d["roi_size"] = list(self.roi_size) if self.roi_size else None
         d["network"] = "gmd_monai.networks.DynamicSharingUNet"
         return d
 
@@ -139,6 +152,56 @@ def _state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
             "'model')"
         )
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _grid_of(meta: dict[str, Any] | None) -> dict[str, Any]:
+    """``pixdim``, ``axcodes``, ``roi_size`` from a checkpoint's ``model_meta`` (a weights file without
+    one is the paper's: 1 mm, LPS, trained on the data's grid)."""
+    meta = meta or {}
+    pix = meta.get("pixdim") or (1.0, 1.0, 1.0)
+    roi = meta.get("roi_size")
+    if isinstance(roi, int | float):
+        roi = [int(roi)] * 3
+    return {
+        "pixdim": tuple(float(p) for p in pix),
+        "axcodes": str(meta.get("axcodes") or "LPS"),
+        "roi_size": tuple(int(r) for r in roi) if roi else None,
+    }
+
+
+def model_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a config needs to build and feed the network of the weights at ``path`` (default:
+    :func:`default_model_path`): ``width``, ``pixdim``, ``axcodes``, ``roi_size``.
+
+    Read from ``model_info.json`` next to the weights, else from the checkpoint; defaults (width 0.5,
+    1 mm, LPS, 128³ window) when there are no weights yet, so that a config still parses and the
+    missing-weights error comes from :func:`require_weights`. ``bundle/configs/inference.yaml`` (and so
+    MONAI Label) uses it: the network is always fed at the grid it was trained at.
+
+    Example:
+        >>> model_config("/nonexistent/model.pt")["pixdim"]
+        [1.0, 1.0, 1.0]
+    """
+    from gmd_monai.checkpointing import read_model_meta
+
+    path = Path(path) if path is not None else default_model_path()
+    meta: dict[str, Any] | None = None
+    width = DEFAULT_WIDTH
+    if path.is_file():
+        try:
+            meta = read_model_meta(path)
+            if meta is None or meta.get("width") is None:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+                width = _width_from_state(_state_dict(ckpt, path), path)
+            else:
+                width = float(meta["width"])
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from e
+    grid = _grid_of(meta)
+    roi = grid["roi_size"] or (128, 128, 128)
+    return {"width": width, "pixdim": list(grid["pixdim"]), "axcodes": grid["axcodes"], "roi_size": list(roi)}
 
 
 def _width_from_state(state: dict[str, torch.Tensor], path: Path) -> float:
@@ -202,6 +265,9 @@ def load_network(
         raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {first})") from e
     state = _state_dict(checkpoint, path)
     model_info = _read_json(path.parent / "model_info.json")
+    meta = checkpoint.get("model_meta") if isinstance(checkpoint, dict) else None
+    if not isinstance(meta, dict):
+        meta = model_info.get("model_meta") if isinstance(model_info.get("model_meta"), dict) else {}
     ckpt_width = _width_from_state(state, path)
     if model_info.get("width") is not None and abs(float(model_info["width"]) - ckpt_width) > 1e-6:
         logger.warning(
@@ -233,5 +299,7 @@ def load_network(
         version=_version(path.parent, model_info),
         width=ckpt_width,
         trained=True,
+        meta=meta,
+        **_grid_of(meta),
     )
     return net.to(device).eval(), info

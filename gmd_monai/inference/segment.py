@@ -69,7 +69,6 @@ from gmd_monai.inference.report import (
 )
 from gmd_monai.inference.transforms import (
     LABEL_VALUES,
-    TRAINING_ORIENTATION,
     ModalitySlidingWindowInferer,
     _label_format,
     inference_postprocessing,
@@ -250,7 +249,7 @@ def segment(
     montage: bool = True,
     register: bool = False,
     allow_untrained: bool = False,
-    roi_size: int | Sequence[int] = 128,
+    roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     progress: bool = False,
@@ -280,7 +279,8 @@ def segment(
         montage: write the PNG montage.
         register: rigidly co-register every modality to the reference (mutual information).
         allow_untrained: run a random network when no weights exist (smoke tests only).
-        roi_size: sliding-window size (multiple of 16; training crops were 128).
+        roi_size: sliding-window size (multiple of 16); default: the model's training crop (128 when
+            the checkpoint does not record it).
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward.
         progress: show the sliding-window progress bar.
@@ -297,7 +297,7 @@ def segment(
     """
     t_start = time.perf_counter()
     label_format = _label_format(labels)
-    roi = _roi(roi_size)
+    roi = _roi(roi_size) if roi_size is not None else None
     if not 0.0 <= float(overlap) < 1.0:
         raise InputError(f"--overlap {overlap}: must be in [0, 1)")
     modality_paths: dict[str, Any] = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
@@ -335,8 +335,13 @@ def segment(
         net, info = network
         net = net.to(dev).eval()
 
-    # the rest of the preprocessing, exactly as in training: orientation, 1 mm, crop, robust z-score
+    # the rest of the preprocessing, exactly as in training: the model's orientation and voxel size
+    # (recorded with its weights), crop to the brain, robust z-score
     t0 = time.perf_counter()
+    grid = inference_preprocessing(pixdim=info.pixdim, axcodes=info.axcodes, default_4d_channels=None)
+    pre = Compose([pre.transforms[0], *grid.transforms[1:]])
+    if roi is None:
+        roi = tuple(info.roi_size) if info.roi_size else (128, 128, 128)
     data = Compose(pre.transforms[1:])(data)
     t_pre += time.perf_counter() - t0
 
@@ -395,8 +400,8 @@ def segment(
         "model": info.as_dict(),
         "inference": {
             "device": str(dev),
-            "network_orientation": TRAINING_ORIENTATION,
-            "network_spacing_mm": [1.0, 1.0, 1.0],
+            "network_orientation": info.axcodes,
+            "network_spacing_mm": [float(p) for p in info.pixdim],
             "normalisation": "per modality: clip to the 0.5/99.5 percentiles of the brain (nonzero) voxels, "
             "z-score over the brain, background 0 (gmd_monai.data.brats.RobustZScoreNormalized)",
             "sliding_window": {
@@ -496,7 +501,7 @@ def segment_batch(
     montage: bool = True,
     register: bool = False,
     allow_untrained: bool = False,
-    roi_size: int | Sequence[int] = 128,
+    roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     progress: bool = True,
@@ -614,7 +619,7 @@ def segment_cli(
     montage: bool = True,
     register: bool = False,
     allow_untrained: bool = False,
-    roi_size: int | Sequence[int] = 128,
+    roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     quiet: bool = False,
@@ -648,7 +653,7 @@ def segment_cli(
         montage: write the PNG montage (--nomontage to skip).
         register: rigid co-registration of every modality to the reference (mutual information).
         allow_untrained: run without trained weights (random output; smoke tests only).
-        roi_size: sliding-window size (multiple of 16).
+        roi_size: sliding-window size (multiple of 16); default: the model's training crop.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
         quiet: only warnings and errors on stderr.
@@ -709,7 +714,7 @@ def segment_batch_cli(
     montage: bool = True,
     register: bool = False,
     allow_untrained: bool = False,
-    roi_size: int | Sequence[int] = 128,
+    roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     quiet: bool = False,
@@ -730,7 +735,7 @@ def segment_batch_cli(
         montage: write PNG montages (--nomontage to skip).
         register: rigid co-registration to the reference modality.
         allow_untrained: run without trained weights (smoke tests only).
-        roi_size: sliding-window size.
+        roi_size: sliding-window size; default: the model's training crop.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
         quiet: no progress bar; only warnings and errors.

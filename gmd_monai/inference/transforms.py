@@ -42,11 +42,11 @@ from monai.transforms import (
     Invertd,
     MapTransform,
     Orientationd,
-    Spacingd,
 )
 from monai.utils.type_conversion import convert_to_dst_type
 
 from gmd_monai.data.brats import RobustZScoreNormalized
+from gmd_monai.data.spatial import Spacingd
 from gmd_monai.inference.errors import InputError
 from gmd_monai.inference.io import (
     MODALITY_ALIASES,
@@ -287,13 +287,13 @@ def inference_preprocessing(
     default_4d_channels: Sequence[str] | None = BRATS_MODALITIES,
     keep_case: bool = False,
 ) -> Compose:
-    """``LoadModalitiesd -> EnsureTyped -> Orientationd(LPS) -> Spacingd(1 mm) -> CropForegroundd ->
+    """``LoadModalitiesd -> EnsureTyped -> Orientationd -> Spacingd -> CropForegroundd ->
     RobustZScoreNormalized`` on ``"image"`` (the bundle's ``preprocessing``).
 
     Args:
         register: rigid co-registration of every modality to the reference.
-        pixdim: voxel size (mm) the network sees (the training data's 1 mm).
-        axcodes: orientation the network sees (the training data's LPS).
+        pixdim: voxel size (mm) the network sees (the model's ``ModelInfo.pixdim``).
+        axcodes: orientation the network sees (the model's ``ModelInfo.axcodes``).
         default_4d_channels: channel names of an unnamed 4-D file.
         keep_case: keep the loaded case for reports (CLI).
     """
@@ -305,7 +305,7 @@ def inference_preprocessing(
             ),
             EnsureTyped(keys="image", dtype=torch.float32, track_meta=True),
             Orientationd(keys="image", axcodes=axcodes, labels=None),
-            Spacingd(keys="image", pixdim=pix, mode="bilinear"),
+            Spacingd(keys="image", pixdim=pix, mode="bilinear"),  # gmd_monai.data.spatial's
             CropForegroundd(keys="image", source_key="image", allow_smaller=True),
             RobustZScoreNormalized(keys="image", lower=0.5, upper=99.5),
         ]

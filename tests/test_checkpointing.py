@@ -1,0 +1,197 @@
+"""Crash-safe, resumable training: SIGKILL and resume give the uninterrupted run's weights; a kill while
+a checkpoint is being written leaves a loadable one; the best model is never replaced by a worse one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine
+
+from gmd_monai.checkpointing import BestModelSaver, model_meta, read_model_meta
+from gmd_monai.data.synthetic import ensure_synthetic_brats
+from gmd_monai.networks import DynamicSharingUNet
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = str(REPO / "bundle" / "configs" / "train.yaml")
+EPOCHS = 3
+
+# runs the bundle in a child process; KILL_AT=<iteration> SIGKILLs it after that iteration,
+# KILL_IN_SAVE=<n> SIGKILLs it halfway through writing the n-th latest.pt
+RUNNER = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import torch
+    torch.set_num_threads(1)
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+    overrides = json.loads(sys.argv[1])
+    wf = ConfigWorkflow(config_file=sys.argv[2], workflow_type="train", **overrides)
+    wf.initialize()
+    kill_at = int(os.environ.get("KILL_AT", "0"))
+    if kill_at:
+        @wf.trainer.on(Events.ITERATION_COMPLETED(once=kill_at))
+        def _kill(engine):
+            os.kill(os.getpid(), signal.SIGKILL)
+    kill_in_save = int(os.environ.get("KILL_IN_SAVE", "0"))
+    if kill_in_save:
+        real_save, calls = torch.save, [0]
+        def save(obj, f, *a, **k):
+            if isinstance(obj, dict) and "optimizer" in obj:
+                calls[0] += 1
+                if calls[0] == kill_in_save:
+                    f.write(b"PK" + b"\\0" * 4096)  # a partial file, then the process dies
+                    f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real_save(obj, f, *a, **k)
+        torch.save = save
+    wf.run()
+    wf.finalize()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+    return ensure_synthetic_brats(str(tmp_path_factory.mktemp("ckpt_data")), num_cases=4, shape=(24, 24, 24))
+
+
+def _overrides(data_dir: str, run: Path, **extra) -> dict:
+    base = dict(
+        bundle_root=str(REPO / "bundle"),
+        dataset_dir=data_dir,
+        ckpt_dir=str(run / "models"),
+        output_dir=str(run / "runs"),
+        max_epochs=EPOCHS,
+        val_interval=1,
+        width=0.25,
+        roi_size=[16, 16, 16],
+        batch_size=1,
+        num_workers=0,
+        val_fraction=0.25,
+        test_fraction=0.0,
+        learning_rate=0.01,
+        foreground_prob=0.5,
+        checkpoint_minutes=0,
+    )
+    return {**base, **extra}
+
+
+def _run(overrides: dict, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, json.dumps(overrides), TRAIN],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def _epoch(ckpt: dict) -> int:
+    return ckpt["trainer"]["iteration"] // ckpt["trainer"]["epoch_length"]
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    diff = {k: float((a[k] - b[k]).abs().max()) for k in a if not torch.equal(a[k], b[k])}
+    assert not diff, f"weights differ: {list(diff.items())[:3]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("uninterrupted")
+    proc = _run(_overrides(data_dir, run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_kill_and_resume_gives_the_uninterrupted_weights(data_dir, uninterrupted, tmp_path):
+    full = torch.load(uninterrupted / "models" / "latest.pt", map_location="cpu", weights_only=False)
+    assert _epoch(full) == EPOCHS
+    iters = full["trainer"]["epoch_length"]
+    # killed in the middle of the second epoch: the epoch-1 checkpoint is what is left
+    proc = _run(_overrides(data_dir, tmp_path), {"KILL_AT": str(iters + iters // 2 + 1)})
+    assert proc.returncode == -signal.SIGKILL
+    left = torch.load(tmp_path / "models" / "latest.pt", map_location="cpu", weights_only=False)
+    assert _epoch(left) == 1
+    # a new run must not silently replace the killed one
+    proc = _run(_overrides(data_dir, tmp_path))
+    assert proc.returncode != 0 and "--resume true" in proc.stderr
+    proc = _run(_overrides(data_dir, tmp_path, resume=True))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout + proc.stderr
+    resumed = torch.load(tmp_path / "models" / "latest.pt", map_location="cpu", weights_only=False)
+    assert _epoch(resumed) == EPOCHS and resumed["run_segment"]["value"] == 1
+    _assert_same(resumed["model"], full["model"])
+    _assert_same(resumed["optimizer"]["state"][0], full["optimizer"]["state"][0])
+    _assert_same(_weights(tmp_path / "models" / "model.pt"), _weights(uninterrupted / "models" / "model.pt"))
+    # the CSV logs: one row set per epoch, the resumed segment marked
+    with open(tmp_path / "runs" / "val_subset_dice.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    epochs = [int(r["epoch"]) for r in rows]
+    assert sorted(set(epochs)) == list(range(1, EPOCHS + 1)) and len(rows) == 15 * EPOCHS
+    assert {r["segment"] for r in rows if int(r["epoch"]) == 1} == {"0"}
+    assert {r["segment"] for r in rows if int(r["epoch"]) > 1} == {"1"}
+
+
+def test_kill_while_writing_a_checkpoint_leaves_a_loadable_one(data_dir, uninterrupted, tmp_path):
+    proc = _run(_overrides(data_dir, tmp_path), {"KILL_IN_SAVE": "2"})  # dies writing epoch 2's
+    assert proc.returncode == -signal.SIGKILL
+    models = tmp_path / "models"
+    left = torch.load(models / "latest.pt", map_location="cpu", weights_only=False)
+    assert _epoch(left) == 1  # the previous checkpoint, whole
+    stale = [p for p in models.iterdir() if p.name.startswith("tmp")]
+    assert stale, "the killed writer's temporary file should be there"
+    assert torch.load(models / "model.pt", map_location="cpu", weights_only=True)["model"]
+    proc = _run(_overrides(data_dir, tmp_path, resume=True))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not [p for p in models.iterdir() if p.name.startswith("tmp")], "stale temporary file not removed"
+    full = torch.load(uninterrupted / "models" / "latest.pt", map_location="cpu", weights_only=False)
+    _assert_same(
+        torch.load(models / "latest.pt", map_location="cpu", weights_only=False)["model"], full["model"]
+    )
+
+
+def test_the_weights_carry_the_models_grid(uninterrupted):
+    meta = read_model_meta(uninterrupted / "models" / "model.pt")
+    assert meta["pixdim"] == [1.0, 1.0, 1.0] and meta["axcodes"] == "LPS" and meta["width"] == 0.25
+    assert meta["normalization"]["name"] == "robust_zscore"
+    info = json.loads((uninterrupted / "models" / "model_info.json").read_text())
+    assert info["model_meta"] == meta and info["width"] == 0.25
+
+
+def _validator(best: float, epoch: int) -> Engine:
+    e = Engine(lambda engine, batch: None)
+    e.state.best_metric, e.state.best_metric_epoch, e.state.epoch = best, epoch, epoch
+    return e
+
+
+def test_best_model_never_replaced_by_a_worse_one(tmp_path):
+    net = DynamicSharingUNet(width=0.25)
+    saver = BestModelSaver(tmp_path, net, model_meta(pixdim=2.0, width=0.25))
+    saver(_validator(0.8, 5))
+    first = (tmp_path / "model.pt").read_bytes()
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["best"] == {
+        "metric": 0.8, "epoch": 5, "metric_name": ""}  # fmt: skip
+    # a resumed run whose validator lost that best (killed between the two writes) finds a worse one
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    resumed = BestModelSaver(tmp_path, net, model_meta(pixdim=2.0, width=0.25))
+    validator = _validator(0.5, 7)
+    resumed.restore_best(validator)
+    assert validator.state.best_metric == 0.8
+    resumed(validator)
+    assert (tmp_path / "model.pt").read_bytes() == first
+    resumed(_validator(0.9, 8))  # a real improvement is saved
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["best"]["metric"] == 0.9
+    assert read_model_meta(tmp_path / "model.pt")["pixdim"] == [2.0, 2.0, 2.0]
