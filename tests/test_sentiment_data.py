@@ -170,6 +170,10 @@ def _broken(tmp_path, mutate):
             "text features have size 40 in split test but 48 in split train",
         ),
         (lambda d: d["train"].update(labels=np.zeros((40, 1, 7))), "hold 7 values per sample"),
+        (
+            lambda d: d["train"].update(audio=d["train"]["audio"][:, :, 0]),
+            r"train/audio: rank-2 features of shape \(40, 6\); expected \(N, T, d\)",
+        ),
     ],
 )
 def test_mult_reader_errors(tmp_path, mutate, match):
@@ -187,6 +191,46 @@ def test_mult_reader_nan_to_zero_and_not_a_dict(tmp_path, caplog):
         load_mult_pickle(_dump(tmp_path / "list.pkl", [1, 2, 3]))
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_mult_pickle(tmp_path / "absent.pkl")
+
+
+class _RunsCode:
+    """Unpickling this creates the folder ``marker``: evidence that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.parametrize("name", ["data.json", "data.txt", "data", "data.npy", "data.pkl.bak"])
+@pytest.mark.parametrize(
+    "reader", ["load_sentiment", "detect_format", "load_mult_pickle", "load_mmsa_pickle"]
+)
+def test_only_pkl_files_are_unpickled(tmp_path, name, reader):
+    marker = tmp_path / "code_ran"
+    p = _dump(tmp_path / name, _RunsCode(marker))
+    fn = {
+        "load_sentiment": lambda q: load_sentiment(q, cache=False),
+        "detect_format": detect_format,
+        "load_mult_pickle": load_mult_pickle,
+        "load_mmsa_pickle": load_mmsa_pickle,
+    }[reader]
+    with pytest.raises(ValueError, match="unknown file type|not unpickled") as err:
+        fn(p)
+    assert str(p) in str(err.value) and not marker.exists()
+    with pytest.raises(ValueError):  # the same bytes as .pkl do run: the marker shows it
+        load_mult_pickle(_dump(tmp_path / "same.pkl", _RunsCode(marker)))
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.3, 0.9])
+def test_truncated_pickle_names_the_file(tmp_path, keep):
+    p = _dump(tmp_path / "mosi_data.pkl", _mult(inf_fraction=0.0))
+    p.write_bytes(p.read_bytes()[: int(p.stat().st_size * keep)])
+    with pytest.raises(ValueError, match="truncated or corrupt pickle") as err:
+        load_sentiment(p, cache=False)
+    assert str(p) in str(err.value)
 
 
 # ---- MMSA pickles ------------------------------------------------------------------------------

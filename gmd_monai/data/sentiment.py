@@ -29,7 +29,9 @@ Supported sources:
 Validation (clear errors naming the file, split and modality): missing splits or keys, arrays of the
 wrong rank, feature sizes that differ between splits, mismatched sample counts, NaN features (unless
 ``nan_to_zero=True``) and NaN labels. ``+-inf`` features (COVAREP audio has ``-inf``) are set to 0 and
-the count is logged. Pickles execute code when loaded: only read files from a trusted source.
+the count is logged. Pickles execute code when loaded: only read files from a trusted source. Only
+``.pkl`` / ``.pickle`` files are ever unpickled; any other file that is not ``.csd`` / ``.h5`` / ``.hdf5``
+is refused unread.
 
 Example (with MulT's CMU-MOSI pickle)::
 
@@ -138,8 +140,11 @@ def _clean_features(x: Any, where: str, nan_to_zero: bool) -> np.ndarray:
         arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: cannot convert to a float array ({e})") from e
-    if arr.ndim == 2:  # (N, d): one step per sample
-        arr = arr[:, None, :]
+    if arr.ndim == 2:  # (N, T) or (N, d)? Guessing would silently read a sequence as one step
+        raise ValueError(
+            f"{where}: rank-2 features of shape {arr.shape}; expected (N, T, d). Add the missing axis "
+            "yourself: x[:, None, :] for one step of d values, x[:, :, None] for T steps of one value"
+        )
     if arr.ndim != 3:
         raise ValueError(f"{where}: expected features of shape (N, T, d), got {arr.shape}")
     if arr.shape[1] < 1 or arr.shape[2] < 1:
@@ -245,16 +250,31 @@ def _ids(raw: Any, n: int, prefix: str) -> list[str]:
     return [one(arr[i]) for i in range(n)]
 
 
+#: The only file endings that are unpickled: unpickling runs code, so nothing else is ever opened as one.
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+#: File endings read as HDF5 (CMU-MultimodalSDK ``.csd``, MFN ``.h5``).
+HDF5_SUFFIXES = (".csd", ".h5", ".hdf5")
+
+
 def _read_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle ``path`` (``.pkl`` / ``.pickle`` only, checked before opening; unpickling runs code)."""
     path = Path(path)
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{path}: not unpickled: only {' / '.join(PICKLE_SUFFIXES)} files are read as pickles "
+            "(unpickling runs code); rename a trusted pickle to .pkl"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     with open(path, "rb") as f:
         try:
-            return pickle.load(f)
-        except UnicodeDecodeError:  # pickles written by Python 2
-            f.seek(0)
-            return pickle.load(f, encoding="latin1")
+            try:
+                return pickle.load(f)
+            except UnicodeDecodeError:  # pickles written by Python 2
+                f.seek(0)
+                return pickle.load(f, encoding="latin1")
+        except (EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
+            raise ValueError(f"{path}: truncated or corrupt pickle ({type(e).__name__}: {e})") from e
 
 
 def _split_dicts(data: Any, path: str, required: Sequence[str] = SPLITS) -> dict[str, Mapping]:
@@ -839,7 +859,7 @@ def load_mfn_h5(folder: str | os.PathLike, nan_to_zero: bool = False) -> dict[st
 # dispatch, cache, torch Dataset
 # ------------------------------------------------------------------------------------------------
 def _is_pickle(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() not in (".csd", ".h5", ".hdf5")
+    return p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -851,8 +871,13 @@ def detect_format(path: str | os.PathLike) -> str:
         raise ValueError(f"{p}: cannot tell the format of this folder (no y_<split>.h5 files); pass format=")
     if not p.exists():
         raise FileNotFoundError(f"no such file or folder: {p}")
-    if not _is_pickle(p):
+    if p.suffix.lower() in HDF5_SUFFIXES:
         return "csd"
+    if not _is_pickle(p):
+        raise ValueError(
+            f"{p}: unknown file type {p.suffix or '(no extension)'!r}; expected a pickle "
+            f"({', '.join(PICKLE_SUFFIXES)}), a .csd file or an MFN HDF5 folder (nothing was read)"
+        )
     return _pickle_layout(_read_pickle(p), str(p))
 
 

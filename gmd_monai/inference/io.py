@@ -45,6 +45,12 @@ from gmd_monai.inference.grid import (
     resample_onto,
     spacing_far_from,
 )
+from gmd_monai.inference.integrity import (
+    check_dicom_series,
+    check_field_of_view,
+    check_nifti_complete,
+    looks_like_label_map,
+)
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
@@ -273,6 +279,17 @@ def _header(path: Path) -> tuple[int, tuple[int, ...], int]:
     return reader.GetDimension(), tuple(int(s) for s in reader.GetSize()), reader.GetNumberOfComponents()
 
 
+def _header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """``(size, spacing)`` of an image file from its header (voxels not read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise InputError(f"{path}: unreadable image file ({_itk_reason(e)})") from e
+    return tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing())
+
+
 def _as_path(value: Any, what: str) -> Path:
     if isinstance(value, (str, os.PathLike)) and str(value).strip():
         return Path(os.fspath(value)).expanduser()
@@ -453,10 +470,25 @@ def _read_dicom_series(folder: Path, modality: str) -> sitk.Image:
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), ids[0])
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as e:
         raise InputError(f"{folder}: cannot read the DICOM series ({_itk_reason(e)})") from e
+
+    def tag(i: int, key: str) -> str | None:
+        return reader.GetMetaData(i, key).strip() if reader.HasMetaDataKey(i, key) else None
+
+    size = image.GetSize()
+    check_dicom_series(
+        folder,
+        files,
+        positions=[tag(i, "0020|0032") for i in range(len(files))],
+        orientation=tag(0, "0020|0037"),
+        depth=int(size[2]) if len(size) > 2 else 1,
+        spacing_z=float(image.GetSpacing()[2]) if len(size) > 2 else 0.0,
+    )
+    return image
 
 
 def _check_finite(arr: np.ndarray, desc: str) -> None:
@@ -480,6 +512,8 @@ def _check_nifti_finite(source: ImageSource, desc: str) -> None:
         ):
             return  # integer voxels cannot be NaN or infinite
         data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError) as e:  # check_nifti_complete ran first: should not happen
+        raise InputError(f"{source.path}: cannot read every voxel ({e})") from e
     except Exception:  # nibabel cannot read what ITK read: nothing more to check
         return
     if source.volume is not None and data.ndim >= 4:
@@ -487,12 +521,23 @@ def _check_nifti_finite(source: ImageSource, desc: str) -> None:
     _check_finite(data, desc)
 
 
-def read_source(source: ImageSource) -> sitk.Image:
+def read_source(source: ImageSource, allow_label_like: bool = False) -> sitk.Image:
     """Read one modality as a 3-D float32 SimpleITK image, with the checks of the inference path.
 
+    Files are checked before their voxels are read: the field of view from the header (see
+    :data:`~gmd_monai.inference.integrity.MAX_FOV_MM`) and, for NIfTI, that every voxel is in the file.
+    A DICOM folder must hold one complete, evenly spaced series.
+
+    Args:
+        source: the modality and its path.
+        allow_label_like: accept an image whose voxels are a handful of small integers (otherwise refused
+            as a label map given as an image).
+
     Raises:
-        InputError: missing or unreadable file, not 3-D (or a 4-D file without a volume index),
-            a volume index out of range, NaN/Inf voxels, or a constant image. The message names the file.
+        InputError: missing, unreadable or truncated file, an incomplete or unevenly spaced DICOM series,
+            a field of view larger than a head, not 3-D (or a 4-D file without a volume index),
+            a volume index out of range, NaN/Inf voxels, a constant image, or a label map. The message
+            names the file.
     """
     path = source.path
     desc = source.describe()
@@ -501,6 +546,10 @@ def read_source(source: ImageSource) -> sitk.Image:
     if path.is_dir():
         image = _read_dicom_series(path, source.modality)
     else:
+        if source.format == "nifti":
+            check_nifti_complete(path)
+        size, spacing = _header_geometry(path)
+        check_field_of_view(str(path), size[:3], spacing[:3])
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as e:
@@ -544,6 +593,14 @@ def read_source(source: ImageSource) -> sitk.Image:
     lo, hi = float(arr.min()), float(arr.max())
     if lo == hi:
         raise InputError(f"{desc}: constant image (every voxel is {lo:g}); it holds no information")
+    check_field_of_view(desc, size, image.GetSpacing())
+    values = None if allow_label_like else looks_like_label_map(arr)
+    if values is not None:
+        shown = ", ".join(f"{v:g}" for v in values)
+        raise InputError(
+            f"{desc}: looks like a label map, not an MRI image (every voxel is one of {shown}); give the "
+            "image, or pass --allow_label_like if this really is the image"
+        )
     return image
 
 
@@ -593,20 +650,22 @@ def _warn(warnings: list[str], msg: str) -> None:
     warnings.append(msg)
 
 
-def load_case(sources: Sequence[ImageSource], register: bool = False) -> LoadedCase:
+def load_case(
+    sources: Sequence[ImageSource], register: bool = False, allow_label_like: bool = False
+) -> LoadedCase:
     """Read and check the sources of one case and bring them onto the reference grid.
 
     The reference is the first available of :data:`REFERENCE_PRIORITY`. A modality whose grid (shape,
     spacing, origin or direction) differs from the reference's is resampled onto it (linear), with a
     warning. ``register=True`` first co-registers every other modality rigidly to the reference
-    (SimpleITK, Mattes mutual information).
+    (SimpleITK, Mattes mutual information). ``allow_label_like`` is passed to :func:`read_source`.
 
     Raises:
         InputError: see :func:`check_sources` and :func:`read_source`; also two modalities holding
             identical voxels, and a modality with no voxel inside the reference's field of view.
     """
     ordered = check_sources(sources)
-    images = {s.modality: read_source(s) for s in ordered}
+    images = {s.modality: read_source(s, allow_label_like=allow_label_like) for s in ordered}
     by_mod = {s.modality: s for s in ordered}
     mods = list(images)
     for i, a in enumerate(mods):
@@ -683,8 +742,8 @@ def load_case(sources: Sequence[ImageSource], register: bool = False) -> LoadedC
         _warn(
             warnings,
             f"the reference {ref_mod} has voxel spacing {tuple(round(float(v), 3) for v in ref.GetSpacing())}"
-            " mm, far from the 1 mm isotropic training data: resampled to 1 mm for the network and the "
-            "result brought back; small structures may be less accurate",
+            " mm, far from the 1 mm isotropic BraTS training data: resampled to the model's grid for the "
+            "network and the result brought back; small structures may be less accurate",
         )
     ref_arr = sitk.GetArrayViewFromImage(ref)
     border = np.concatenate(

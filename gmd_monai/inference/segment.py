@@ -9,13 +9,13 @@ Pipeline (:func:`segment`)::
       -> LPS orientation, 1 mm spacing, crop to the brain, robust z-score (the training normalisation)
       -> sliding window over the whole volume, running ONLY the available modality streams
       -> region probabilities brought back to the reference grid -> BraTS label map (uint8)
-      -> <case>_seg.nii.gz (shape and affine of the reference image), optional probabilities,
+      -> <case>_gmdseg.nii.gz (shape and affine of the reference image), optional probabilities,
          <case>_report.json (modalities, model checksum, volumes in mL, measured accuracy for this
          subset, warnings, timings) and <case>_montage.png
 
 Command line (see :func:`segment_cli`)::
 
-    gmd-monai segment --t1ce p/t1ce.nii.gz --flair p/flair_dicom/ --output out/p_seg.nii.gz
+    gmd-monai segment --t1ce p/t1ce.nii.gz --flair p/flair_dicom/ --output out/p_gmdseg.nii.gz
     gmd-monai segment --case_dir BraTS2021_00000/ --output out/
     gmd-monai segment --image p_4d.nii.gz --channels t1ce,flair --output out/
     gmd-monai segment_batch cases/ out/
@@ -29,6 +29,7 @@ import io as _io
 import logging
 import os
 import platform
+import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -47,8 +49,10 @@ from torch import nn
 import gmd_monai
 from gmd_monai.inference.errors import InferenceError, InputError
 from gmd_monai.inference.grid import ras_affine
+from gmd_monai.inference.integrity import DEFAULT_MAX_MEMORY_GB, check_memory
 from gmd_monai.inference.io import (
     MODALITY_ALIASES,
+    ImageSource,
     LoadedCase,
     canonical_modality,
     case_id_of,
@@ -59,6 +63,14 @@ from gmd_monai.inference.io import (
     write_nifti_like,
 )
 from gmd_monai.inference.model import ModelInfo, load_network
+from gmd_monai.inference.outputs import (
+    SEGMENTATION_SUFFIX,
+    AtomicOutputs,
+    check_free_space,
+    check_outputs,
+    output_paths,
+    remove_stale_temp_files,
+)
 from gmd_monai.inference.report import (
     DISCLAIMER,
     modality_warnings,
@@ -89,8 +101,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
 
 @dataclass
 class SegmentationResult:
@@ -120,62 +130,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     return dev
-
-
-def _strip_nifti(name: str) -> str:
-    for ext in _NIFTI_SUFFIXES:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def output_paths(output: str | os.PathLike | None, case_id: str) -> dict[str, Path]:
-    """The files of one segmentation.
-
-    ``output`` ending in ``.nii.gz`` / ``.nii`` is the label map; anything else is a folder that gets
-    ``<case>_seg.nii.gz``; ``None`` is the current folder. Side files share the stem without ``_seg``:
-    ``<stem>_report.json``, ``<stem>_montage.png``, ``<stem>_probabilities.nii.gz``.
-    """
-    if output is None:
-        label = Path.cwd() / f"{case_id}_seg.nii.gz"
-    else:
-        p = Path(os.fspath(output)).expanduser()
-        is_file = p.name.lower().endswith(_NIFTI_SUFFIXES) and not p.is_dir()
-        label = p if is_file else p / f"{case_id}_seg.nii.gz"
-    label = label.resolve()
-    stem = _strip_nifti(label.name)
-    base = stem[: -len("_seg")] if stem.endswith("_seg") and len(stem) > 4 else stem
-    return {
-        "segmentation": label,
-        "report": label.with_name(f"{base}_report.json"),
-        "montage": label.with_name(f"{base}_montage.png"),
-        "probabilities": label.with_name(f"{base}_probabilities.nii.gz"),
-    }
-
-
-class _AtomicOutputs:
-    """Write every output to a hidden temporary file first; rename all at the end, or delete all."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Path, Path]] = []
-
-    def tmp(self, final: Path) -> Path:
-        t = final.with_name(f".tmp-{os.getpid()}-{final.name}")
-        self.pending.append((t, final))
-        return t
-
-    def commit(self) -> None:
-        for t, final in self.pending:
-            os.replace(t, final)
-        self.pending = []
-
-    def discard(self) -> None:
-        for t, _ in self.pending:
-            try:
-                t.unlink()
-            except FileNotFoundError:
-                pass
-        self.pending = []
 
 
 def _build_item(
@@ -219,6 +173,21 @@ def _build_item(
     )
 
 
+def _check_input_memory(sources: Sequence[ImageSource], max_memory_gb: float) -> None:
+    """The inputs' own memory (from their headers, voxels not read) against the cap, before reading."""
+    for s in sources:
+        if s.is_dicom:
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(s.path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # read_source names the unreadable file
+        size, spacing = reader.GetSize()[:3], reader.GetSpacing()[:3]
+        check_memory(str(s.path), size, spacing, len(sources), None, max_memory_gb)
+
+
 def _roi(roi_size: Any) -> tuple[int, int, int]:
     if isinstance(roi_size, (int, float)) and not isinstance(roi_size, bool):
         roi = (int(roi_size),) * 3
@@ -255,6 +224,9 @@ def segment(
     progress: bool = False,
     network: tuple[nn.Module, ModelInfo] | None = None,
     extra_inputs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    allow_label_like: bool = False,
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
 ) -> SegmentationResult:
     """Segment one patient from whatever modalities are available.
 
@@ -271,7 +243,8 @@ def segment(
         case_dir: a case folder.
         image: a 4-D image (or one BraTS-named 3-D file: its sibling modality files are used too).
         channels: the modalities of ``image``'s volumes (``"t1ce,flair"`` or a list).
-        output: the label map path (``.nii.gz``) or a folder; default ``./<case>_seg.nii.gz``.
+        output: the label map path (``.nii.gz``) or a folder; default ``./<case>_gmdseg.nii.gz`` (never
+            ``_seg``, the BraTS ground-truth name).
         model: trained weights; default ``bundle/models/model.pt``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         labels: ``"brats"`` for {0, 1, 2, 4} or ``"brats2021"`` for {0, 1, 2, 3}.
@@ -287,12 +260,18 @@ def segment(
         network: an already loaded ``(network, ModelInfo)`` (batch mode); overrides ``model``.
         extra_inputs: more modality inputs by name (aliases such as ``t1c`` or ``t2f``); unknown
             names are an error.
+        overwrite: replace existing output files (never an input).
+        allow_label_like: accept an input whose voxels are a handful of small integers (refused by
+            default as a label map given as an image).
+        max_memory_gb: refuse a run whose estimated memory exceeds this (GiB), before allocating it
+            (see :func:`gmd_monai.inference.integrity.estimate_memory_bytes`).
 
     Returns:
         A :class:`SegmentationResult`.
 
     Raises:
-        InputError: a bad input (named in the message); nothing is written.
+        InputError: a bad input or output (named in the message), checked before computing; nothing is
+            written or replaced.
         ModelError: no (usable) weights; nothing is written.
     """
     t_start = time.perf_counter()
@@ -300,6 +279,8 @@ def segment(
     roi = _roi(roi_size) if roi_size is not None else None
     if not 0.0 <= float(overlap) < 1.0:
         raise InputError(f"--overlap {overlap}: must be in [0, 1)")
+    if isinstance(max_memory_gb, bool) or not float(max_memory_gb) > 0:
+        raise InputError(f"--max_memory_gb {max_memory_gb}: must be a positive number of GiB")
     modality_paths: dict[str, Any] = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
     for k, v in (extra_inputs or {}).items():
         if str(k).strip().lower() not in MODALITY_ALIASES:
@@ -312,18 +293,20 @@ def segment(
     sources = check_sources(sources_from_item(item, default_4d_channels=None))
     case_id = case_id_of(sources, case_dir=case_dir)
     paths = output_paths(output, case_id)
-    input_files = {s.path.resolve() for s in sources}
-    for kind, p in paths.items():
-        if p in input_files:
-            raise InputError(f"{p}: the {kind} output would overwrite an input file; choose another --output")
-        if p.is_dir():
-            raise InputError(f"{p}: the {kind} output path is an existing folder")
+    wanted = {"segmentation", "report"} | ({"montage"} if montage else set())
+    wanted |= {"probabilities"} if probabilities else set()
+    paths = {k: p for k, p in paths.items() if k in wanted}
+    # the outputs can be written and replace nothing: checked before any computation
+    check_outputs(paths, sources, overwrite=overwrite)
 
     dev = resolve_device(device)
+    _check_input_memory(sources, max_memory_gb)
 
     # read and check every input (errors before anything else), bring them onto the reference grid
     t0 = time.perf_counter()
-    pre = inference_preprocessing(register=register, default_4d_channels=None, keep_case=True)
+    pre = inference_preprocessing(
+        register=register, default_4d_channels=None, keep_case=True, allow_label_like=allow_label_like
+    )
     data = pre.transforms[0](item)  # LoadModalitiesd
     case: LoadedCase = data.pop("loaded_case")
     names = list(case.modalities)
@@ -338,6 +321,17 @@ def segment(
     # the rest of the preprocessing, exactly as in training: the model's orientation and voxel size
     # (recorded with its weights), crop to the brain, robust z-score
     t0 = time.perf_counter()
+    ref_img = case.reference_image
+    check_memory(
+        case.reference_source.describe(),
+        ref_img.GetSize(),
+        ref_img.GetSpacing(),
+        len(names),
+        info.pixdim,
+        max_memory_gb,
+    )
+    n_ref = int(np.prod(ref_img.GetSize()))
+    check_free_space(paths["segmentation"].parent, n_ref * (13 if probabilities else 1) + (4 << 20))
     grid = inference_preprocessing(pixdim=info.pixdim, axcodes=info.axcodes, default_4d_channels=None)
     pre = Compose([pre.transforms[0], *grid.transforms[1:]])
     if roi is None:
@@ -409,7 +403,7 @@ def segment(
                 "overlap": float(overlap),
                 "mode": "gaussian",
                 "sw_batch_size": int(sw_batch_size),
-            },  # fmt: skip
+            },
             "streams_run": names,
             "threshold": 0.5,
         },
@@ -434,13 +428,18 @@ def segment(
         },
     }
 
-    writer = _AtomicOutputs()
-    written: dict[str, str | None] = {k: None for k in paths}
+    writer = AtomicOutputs()
+    written: dict[str, str | None] = {k: None for k in ("segmentation", "report", "montage", "probabilities")}
     try:
         t0 = time.perf_counter()
         paths["segmentation"].parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(paths.values())
         ref_source = case.reference_source
-        write_nifti_like(writer.tmp(paths["segmentation"]), label_map, ref_source, ref_img)
+        seg_tmp = writer.tmp(paths["segmentation"])
+        write_nifti_like(seg_tmp, label_map, ref_source, ref_img)
+        # the affine as written (NIfTI header rules), not as SimpleITK read it: they differ for zero or
+        # negative pixdim
+        report["reference_grid"]["affine_ras"] = np.asarray(nib.load(seg_tmp).affine).round(6).tolist()
         written["segmentation"] = str(paths["segmentation"])
         if probabilities:
             prob = data["prob"]
@@ -505,19 +504,25 @@ def segment_batch(
     overlap: float = 0.5,
     sw_batch_size: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
+    allow_label_like: bool = False,
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
 ) -> list[dict[str, Any]]:
     """Segment every case folder under ``input_dir`` (any subset of modalities per case).
 
     A case folder is a sub-folder holding BraTS-named modality files or DICOM series folders (see
-    :func:`gmd_monai.inference.io.find_case_files`). Outputs go to ``output_dir/<case>_seg.nii.gz``
+    :func:`gmd_monai.inference.io.find_case_files`). Outputs go to ``output_dir/<case>_gmdseg.nii.gz``
     (+ report, montage, probabilities); ``output_dir/batch_summary.csv`` lists every case with its
-    status, volumes and error message. A failing case does not stop the others. The model is loaded once.
+    status, volumes and error message. A failing case (unreadable, truncated, existing outputs without
+    ``overwrite``, ...) is listed as failed with the reason and does not stop the others. The model is
+    loaded once. ``overwrite``, ``allow_label_like`` and ``max_memory_gb`` are :func:`segment`'s.
 
     Returns:
         One summary row per case.
 
     Raises:
-        InputError: ``input_dir`` holds no case folder.
+        InputError: ``input_dir`` holds no case folder, or ``batch_summary.csv`` exists (without
+            ``overwrite``) or cannot be written.
         ModelError: no (usable) weights.
     """
     folders = find_case_folders(input_dir)
@@ -527,6 +532,8 @@ def segment_batch(
             "<case>-t1c.nii.gz, or DICOM folders named t1, t1ce, t2, flair)"
         )
     out_dir = Path(output_dir).expanduser().resolve()
+    summary = out_dir / "batch_summary.csv"
+    check_outputs({"summary": summary}, overwrite=overwrite)
     _label_format(labels)
     dev = resolve_device(device)
     net, info = load_network(model, allow_untrained=allow_untrained, device=dev)
@@ -541,7 +548,7 @@ def segment_batch(
         try:
             res = segment(
                 case_dir=folder,
-                output=out_dir / f"{folder.name}_seg.nii.gz",
+                output=out_dir / f"{folder.name}{SEGMENTATION_SUFFIX}.nii.gz",
                 device=dev,
                 labels=labels,
                 probabilities=probabilities,
@@ -551,6 +558,9 @@ def segment_batch(
                 overlap=overlap,
                 sw_batch_size=sw_batch_size,
                 network=(net, info),
+                overwrite=overwrite,
+                allow_label_like=allow_label_like,
+                max_memory_gb=max_memory_gb,
             )
             v = res.report["volumes_ml"]
             rows.append(
@@ -576,10 +586,14 @@ def segment_batch(
     w.writeheader()
     for r in rows:
         w.writerow({k: r.get(k, "") for k in _SUMMARY_FIELDS})
-    summary = out_dir / "batch_summary.csv"
-    tmp = summary.with_name(f".tmp-{os.getpid()}-{summary.name}")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, summary)
+    writer = AtomicOutputs()
+    try:
+        remove_stale_temp_files([summary])
+        writer.tmp(summary).write_text(buf.getvalue())
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
     return rows
 
 
@@ -602,6 +616,41 @@ def _fail(command: str, e: BaseException) -> None:
     raise SystemExit(2)
 
 
+class Terminated(BaseException):
+    """SIGTERM (or SIGHUP) received: unwinds like Ctrl-C, so that temporary files are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _run_interruptible(command: str, fn: Any) -> Any:
+    """Run ``fn()``; on SIGINT or SIGTERM print one line and exit 128 + the signal number (130, 143).
+
+    Every output is written through a temporary file that is deleted while the exception unwinds.
+    """
+    old = None
+    try:
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: keep the default handling
+        pass
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        print(f"gmd-monai {command}: interrupted (SIGINT); no partial output was left", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except Terminated as e:
+        print(f"gmd-monai {command}: terminated ({e}); no partial output was left", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def segment_cli(
     *,
     t1: str | None = None,
@@ -622,6 +671,9 @@ def segment_cli(
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
+    overwrite: bool = False,
+    allow_label_like: bool = False,
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
     quiet: bool = False,
     debug: bool = False,
     **unknown: Any,
@@ -633,9 +685,11 @@ def segment_cli(
         gmd-monai segment --case_dir BraTS2021_00000/ --output out/
         gmd-monai segment --image patient_4d.nii.gz --channels t1ce,flair --output out/
 
-    Writes the label map (BraTS labels, on the reference image's grid), ``<case>_report.json``
-    (modalities, model checksum, volumes in mL, what the evaluation measured for this modality
-    subset, warnings) and ``<case>_montage.png``. Errors: one line on stderr, exit code 2, nothing written.
+    Writes the label map ``<case>_gmdseg.nii.gz`` (BraTS labels, on the reference image's grid),
+    ``<case>_report.json`` (modalities, model checksum, volumes in mL, what the evaluation measured for
+    this modality subset, warnings) and ``<case>_montage.png``. Existing files are never replaced
+    without --overwrite. Errors: one line on stderr, exit code 2, nothing written (checked before
+    computing). Ctrl-C / SIGTERM: one line, exit code 130 / 143, no partial file. See docs/safety.md.
 
     Args:
         t1: T1 NIfTI file or DICOM series folder.
@@ -645,7 +699,7 @@ def segment_cli(
         case_dir: a folder with BraTS-named files (<case>_t1ce.nii.gz ... or <case>-t1c.nii.gz ...).
         image: a 4-D NIfTI (give --channels).
         channels: its volumes' modalities in order, e.g. t1,t1ce,t2,flair.
-        output: label map path (.nii.gz) or output folder (default: ./<case>_seg.nii.gz).
+        output: label map path (.nii.gz) or output folder (default: ./<case>_gmdseg.nii.gz).
         model: trained weights (default: bundle/models/model.pt).
         device: auto, cpu, cuda or cuda:N.
         labels: brats ({0,1,2,4}, default) or brats2021 ({0,1,2,3}).
@@ -656,6 +710,9 @@ def segment_cli(
         roi_size: sliding-window size (multiple of 16); default: the model's training crop.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
+        overwrite: replace existing output files (never an input).
+        allow_label_like: accept an input that looks like a label map (a handful of small integers).
+        max_memory_gb: stop before computing when the estimated memory exceeds this many GiB (default 8).
         quiet: only warnings and errors on stderr.
         debug: show the full traceback on error.
     """
@@ -664,27 +721,33 @@ def segment_cli(
         return
     _setup_logging(quiet)
     try:
-        res = segment(
-            t1=t1,
-            t1ce=t1ce,
-            t2=t2,
-            flair=flair,
-            case_dir=case_dir,
-            image=image,
-            channels=channels,
-            output=output,
-            model=model,
-            device=device,
-            labels=labels,
-            probabilities=probabilities,
-            montage=montage,
-            register=register,
-            allow_untrained=allow_untrained,
-            roi_size=roi_size,
-            overlap=overlap,
-            sw_batch_size=sw_batch_size,
-            progress=not quiet,
-            extra_inputs=unknown,
+        res = _run_interruptible(
+            "segment",
+            lambda: segment(
+                t1=t1,
+                t1ce=t1ce,
+                t2=t2,
+                flair=flair,
+                case_dir=case_dir,
+                image=image,
+                channels=channels,
+                output=output,
+                model=model,
+                device=device,
+                labels=labels,
+                probabilities=probabilities,
+                montage=montage,
+                register=register,
+                allow_untrained=allow_untrained,
+                roi_size=roi_size,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                progress=not quiet,
+                extra_inputs=unknown,
+                overwrite=overwrite,
+                allow_label_like=allow_label_like,
+                max_memory_gb=max_memory_gb,
+            ),
         )
     except (InferenceError, ValueError, OSError) as e:
         if debug:
@@ -717,13 +780,17 @@ def segment_batch_cli(
     roi_size: int | Sequence[int] | None = None,
     overlap: float = 0.5,
     sw_batch_size: int = 1,
+    overwrite: bool = False,
+    allow_label_like: bool = False,
+    max_memory_gb: float = DEFAULT_MAX_MEMORY_GB,
     quiet: bool = False,
     debug: bool = False,
 ) -> None:
     """Segment every case folder under INPUT_DIR into OUTPUT_DIR, with a progress bar.
 
-    Each case keeps the modalities it has. OUTPUT_DIR gets <case>_seg.nii.gz, <case>_report.json,
-    <case>_montage.png per case and batch_summary.csv. Exit code 2 if any case failed.
+    Each case keeps the modalities it has. OUTPUT_DIR gets <case>_gmdseg.nii.gz, <case>_report.json,
+    <case>_montage.png per case and batch_summary.csv. Exit code 2 if any case failed (each failed case
+    is listed with its reason); 130 / 143 on Ctrl-C / SIGTERM.
 
     Args:
         input_dir: folder of case folders.
@@ -738,25 +805,34 @@ def segment_batch_cli(
         roi_size: sliding-window size; default: the model's training crop.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
+        overwrite: replace existing output files.
+        allow_label_like: accept inputs that look like label maps.
+        max_memory_gb: per-case cap on the estimated memory (GiB).
         quiet: no progress bar; only warnings and errors.
         debug: full traceback on error.
     """
     _setup_logging(quiet)
     try:
-        rows = segment_batch(
-            input_dir,
-            output_dir,
-            model=model,
-            device=device,
-            labels=labels,
-            probabilities=probabilities,
-            montage=montage,
-            register=register,
-            allow_untrained=allow_untrained,
-            roi_size=roi_size,
-            overlap=overlap,
-            sw_batch_size=sw_batch_size,
-            progress=not quiet,
+        rows = _run_interruptible(
+            "segment_batch",
+            lambda: segment_batch(
+                input_dir,
+                output_dir,
+                model=model,
+                device=device,
+                labels=labels,
+                probabilities=probabilities,
+                montage=montage,
+                register=register,
+                allow_untrained=allow_untrained,
+                roi_size=roi_size,
+                overlap=overlap,
+                sw_batch_size=sw_batch_size,
+                progress=not quiet,
+                overwrite=overwrite,
+                allow_label_like=allow_label_like,
+                max_memory_gb=max_memory_gb,
+            ),
         )
     except (InferenceError, ValueError, OSError) as e:
         if debug:

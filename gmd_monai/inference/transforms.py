@@ -184,6 +184,9 @@ class LoadModalitiesd(MapTransform):
         siblings: a single 3-D BraTS-named file brings its sibling modality files.
         keep_case: also store the :class:`~gmd_monai.inference.io.LoadedCase` under ``"loaded_case"``
             (for reports; not collatable, so off in the bundle).
+        allow_missing_keys: skip a missing image key.
+        allow_label_like: accept an image that looks like a label map (see
+            :func:`gmd_monai.inference.io.read_source`).
     """
 
     def __init__(
@@ -195,6 +198,7 @@ class LoadModalitiesd(MapTransform):
         siblings: bool = True,
         keep_case: bool = False,
         allow_missing_keys: bool = False,
+        allow_label_like: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.modalities_key = modalities_key
@@ -202,6 +206,7 @@ class LoadModalitiesd(MapTransform):
         self.default_4d_channels = default_4d_channels
         self.siblings = siblings
         self.keep_case = keep_case
+        self.allow_label_like = allow_label_like
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -216,7 +221,7 @@ class LoadModalitiesd(MapTransform):
                 default_4d_channels=self.default_4d_channels,
                 siblings=self.siblings,
             )
-            case = load_case(sources, register=self.register)
+            case = load_case(sources, register=self.register, allow_label_like=self.allow_label_like)
             d[key] = case_to_metatensor(case)
             d[key].meta["case"] = str(d.get("case") or case_id_of(sources))
             d[self.modalities_key] = case.subset_name
@@ -286,6 +291,7 @@ def inference_preprocessing(
     axcodes: str = TRAINING_ORIENTATION,
     default_4d_channels: Sequence[str] | None = BRATS_MODALITIES,
     keep_case: bool = False,
+    allow_label_like: bool = False,
 ) -> Compose:
     """``LoadModalitiesd -> EnsureTyped -> Orientationd -> Spacingd -> CropForegroundd ->
     RobustZScoreNormalized`` on ``"image"`` (the bundle's ``preprocessing``).
@@ -296,12 +302,17 @@ def inference_preprocessing(
         axcodes: orientation the network sees (the model's ``ModelInfo.axcodes``).
         default_4d_channels: channel names of an unnamed 4-D file.
         keep_case: keep the loaded case for reports (CLI).
+        allow_label_like: accept an image that looks like a label map.
     """
     pix = (float(pixdim),) * 3 if isinstance(pixdim, (int, float)) else tuple(float(p) for p in pixdim)
     return Compose(
         [
             LoadModalitiesd(
-                keys="image", register=register, default_4d_channels=default_4d_channels, keep_case=keep_case
+                keys="image",
+                register=register,
+                default_4d_channels=default_4d_channels,
+                keep_case=keep_case,
+                allow_label_like=allow_label_like,
             ),
             EnsureTyped(keys="image", dtype=torch.float32, track_meta=True),
             Orientationd(keys="image", axcodes=axcodes, labels=None),
