@@ -104,6 +104,7 @@ def main(argv=None) -> int:
             configs,
             "train",
             method=method,
+            overwrite=True,  # a rerun replaces the previous one
             max_epochs=args.epochs,
             val_interval=args.epochs,  # one validation, at the end: it selects the saved model
             batch_size=args.batch_size,

@@ -287,7 +287,8 @@ class TrainingCheckpoint:
         resume: restore from ``save_dir/latest.pt`` when the trainer starts. When it does not exist the
             run starts fresh (with a warning).
         overwrite: a fresh run (``resume=False``) into a ``save_dir`` that already has a ``latest.pt``
-            is refused unless this is True (then the old run's checkpoints are replaced as it goes).
+            or a best model (e.g. the shipped weights) is refused unless this is True (then the old
+            files are replaced as the run goes).
         csv_paths: CSV logs with an ``epoch`` column: on resume, rows of epochs after the checkpoint
             (work lost with the killed process, about to be redone) are dropped.
         filename: the checkpoint's file name.
@@ -334,11 +335,18 @@ class TrainingCheckpoint:
 
     def attach(self, engine: Engine) -> None:
         self._trainer = engine
-        if self.path.is_file() and not self.resume and not self.overwrite:
-            raise FileExistsError(
-                f"{self.path} exists: a run was already written to {self.save_dir}. Continue it with "
-                "--resume true, or start a new one in another ckpt_dir (or with --overwrite true)"
-            )
+        if not self.resume and not self.overwrite:
+            if self.path.is_file():
+                raise FileExistsError(
+                    f"{self.path} exists: a run was already written to {self.save_dir}. Continue it with "
+                    "--resume true, or start a new one in another ckpt_dir (or with --overwrite true)"
+                )
+            best = self.best_saver.path if self.best_saver is not None else None
+            if best is not None and best.is_file():
+                raise FileExistsError(
+                    f"{best} exists (e.g. the shipped weights): a new run would replace it. Train into "
+                    "another ckpt_dir (--ckpt_dir runs/my_model), or pass --overwrite true"
+                )
         if self.resume:
             _remove_stale_tmp(self.save_dir)
             if self.path.is_file():
@@ -356,14 +364,16 @@ class TrainingCheckpoint:
         if self.resume and self.path.is_file():
             self.segment.value += 1
             self._truncate_csvs(engine.state.epoch)
-            best = getattr(getattr(self.evaluator, "state", None), "best_metric", None)
             if self.best_saver is not None:
                 self.best_saver.restore_best(self.evaluator)
+            best = getattr(getattr(self.evaluator, "state", None), "best_metric", None)
             logger.info(
                 "resumed from %s: epoch %d, iteration %d of %d epochs, best metric %s (run segment %d)",
                 self.path, engine.state.epoch, engine.state.iteration, engine.state.max_epochs, best,
                 self.segment.value,
             )  # fmt: skip
+        else:  # a new run starts new logs (rows of an earlier run in the same output_dir would mix in)
+            self._truncate_csvs(0)
         engine.state.run_segment = self.segment.value
         if self.evaluator is not None:
             self.evaluator.state.run_segment = self.segment.value

@@ -93,6 +93,7 @@ def demo(
         configs,
         "train",
         method=method,
+        overwrite=True,  # a demo run replaces the previous one
         max_epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

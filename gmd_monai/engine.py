@@ -462,7 +462,7 @@ class EpochProgressLogger:
         from monai.handlers import from_engine
 
         try:  # a dict, or a list of dicts once the trainer decollated its output
-            loss = from_engine([Keys.LOSS], first=True)(engine.state.output)[0]
+            loss = from_engine([Keys.LOSS], first=True)(engine.state.output)  # one key: the value
         except (KeyError, IndexError, TypeError):
             return
         if loss is not None:

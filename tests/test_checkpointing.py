@@ -195,3 +195,16 @@ def test_best_model_never_replaced_by_a_worse_one(tmp_path):
     resumed(_validator(0.9, 8))  # a real improvement is saved
     assert torch.load(tmp_path / "model.pt", weights_only=True)["best"]["metric"] == 0.9
     assert read_model_meta(tmp_path / "model.pt")["pixdim"] == [2.0, 2.0, 2.0]
+
+
+def test_epoch_progress_line_has_loss_elapsed_and_eta(caplog):
+    from gmd_monai.engine import EpochProgressLogger
+
+    losses = iter([1.0, 3.0, 0.5, 0.5])
+    engine = Engine(lambda e, batch: [{"loss": torch.tensor(next(losses))}])  # decollated, as the trainer's
+    EpochProgressLogger().attach(engine)
+    with caplog.at_level("INFO", logger="gmd_monai.progress"):
+        engine.run([0, 1], max_epochs=2)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert lines[0].startswith("epoch 1/2 loss 2.0000 | elapsed") and "ETA" in lines[0]
+    assert lines[1].startswith("epoch 2/2 loss 0.5000") and "ETA 0:00:00" in lines[1]
