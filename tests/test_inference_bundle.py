@@ -30,12 +30,14 @@ def test_infer_workflow_properties_and_network_def():
     wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer")
     wf.initialize()
     assert wf.check_properties() == []
-    # the same network as training: class, modalities, outputs, width, parameter shapes
+    # the same network as training (the shipped model's recipe: train.yaml + train_cpu.yaml), its width
+    # read from the shipped weights: class, modalities, outputs, width, parameter shapes
     train = ConfigParser()
-    train.read_config(str(TRAIN))
+    train.read_config([str(TRAIN), str(TRAIN.parent / "train_cpu.yaml")])
     a, b = wf.parser.get_parsed_content("network_def"), train.get_parsed_content("network_def")
     assert type(a) is type(b) is DynamicSharingUNet
     assert (a.modalities, a.out_channels, a.width) == (b.modalities, b.out_channels, b.width)
+    assert a.width == load_network()[1].width
     assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
     assert wf.parser["postprocessing"]["transforms"][-1]["output_dtype"] == "$numpy.uint8"
 
