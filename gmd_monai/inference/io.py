@@ -268,25 +268,26 @@ def find_siblings(path: str | os.PathLike) -> dict[str, Path]:
     return {k: out[k] for k in BRATS_MODALITIES if k in out}
 
 
-def _header(path: Path) -> tuple[int, tuple[int, ...], int]:
-    """``(dimension, size, components)`` of an image file from its header (voxels not read)."""
+def _header_reader(path: Path) -> sitk.ImageFileReader:
+    """A reader that has read the image file's header only (voxels not read)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
         raise InputError(f"{path}: unreadable image file ({_itk_reason(e)})") from e
+    return reader
+
+
+def _header(path: Path) -> tuple[int, tuple[int, ...], int]:
+    """``(dimension, size, components)`` of an image file from its header (voxels not read)."""
+    reader = _header_reader(path)
     return reader.GetDimension(), tuple(int(s) for s in reader.GetSize()), reader.GetNumberOfComponents()
 
 
 def _header_geometry(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """``(size, spacing)`` of an image file from its header (voxels not read)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise InputError(f"{path}: unreadable image file ({_itk_reason(e)})") from e
+    reader = _header_reader(path)
     return tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing())
 
 
