@@ -110,10 +110,15 @@ def model_meta(
     return meta
 
 
-def read_model_meta(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The :func:`model_meta` saved with the weights at ``path`` (in the checkpoint, else in
-    ``model_info.json`` beside it); ``None`` when neither has one (a weights file from before)."""
+def read_model_meta(path: str | os.PathLike, checkpoint: Any = None) -> dict[str, Any] | None:
+    """The :func:`model_meta` saved with the weights at ``path``: the checkpoint's own (authoritative),
+    else the one in ``model_info.json`` beside it; ``None`` when neither has one (a weights file from
+    before). ``checkpoint``: the already loaded file, to avoid reading it twice."""
     path = Path(path)
+    if checkpoint is None and path.is_file():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_meta"), dict):
+        return checkpoint["model_meta"]
     info = path.parent / MODEL_INFO
     if info.is_file():
         try:
@@ -122,10 +127,6 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, Any] | None:
             content = None
         if isinstance(content, dict) and isinstance(content.get("model_meta"), dict):
             return content["model_meta"]
-    if path.is_file():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(ckpt, dict) and isinstance(ckpt.get("model_meta"), dict):
-            return ckpt["model_meta"]
     return None
 
 

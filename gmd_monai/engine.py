@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -449,8 +450,6 @@ class EpochProgressLogger:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
 
     def _started(self, engine: Engine) -> None:
-        import time
-
         self._t0, self._cpu0 = time.monotonic(), time.process_time()
         self._epoch0 = engine.state.epoch
         self.logger.info(
@@ -469,8 +468,6 @@ class EpochProgressLogger:
             self._losses.append(float(loss))
 
     def _epoch(self, engine: Engine) -> None:
-        import time
-
         if self._t0 is None:
             return
         elapsed = time.monotonic() - self._t0

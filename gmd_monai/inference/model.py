@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gmd_monai.checkpointing import read_model_meta
 from gmd_monai.inference.errors import ModelError
 from gmd_monai.networks import DynamicSharingUNet
 from gmd_monai.subsets import BRATS_MODALITIES
@@ -182,19 +183,14 @@ def model_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
         >>> model_config("/nonexistent/model.pt")["pixdim"]
         [1.0, 1.0, 1.0]
     """
-    from gmd_monai.checkpointing import read_model_meta
-
     path = Path(path) if path is not None else default_model_path()
     meta: dict[str, Any] | None = None
     width = DEFAULT_WIDTH
     if path.is_file():
         try:
-            meta = read_model_meta(path)
-            if meta is None or meta.get("width") is None:
-                ckpt = torch.load(path, map_location="cpu", weights_only=True)
-                width = _width_from_state(_state_dict(ckpt, path), path)
-            else:
-                width = float(meta["width"])
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            meta = read_model_meta(path, ckpt)
+            width = _width_from_state(_state_dict(ckpt, path), path)  # the shapes, as load_network
         except ModelError:
             raise
         except Exception as e:
@@ -265,9 +261,7 @@ def load_network(
         raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {first})") from e
     state = _state_dict(checkpoint, path)
     model_info = _read_json(path.parent / "model_info.json")
-    meta = checkpoint.get("model_meta") if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict):
-        meta = model_info.get("model_meta") if isinstance(model_info.get("model_meta"), dict) else {}
+    meta = read_model_meta(path, checkpoint) or {}
     ckpt_width = _width_from_state(state, path)
     if model_info.get("width") is not None and abs(float(model_info["width"]) - ckpt_width) > 1e-6:
         logger.warning(
