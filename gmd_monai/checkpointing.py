@@ -47,7 +47,9 @@ __all__ = [
     "MODEL_INFO",
     "BestModelSaver",
     "RandomStates",
+    "as_bool",
     "TrainingCheckpoint",
+    "load_initial_weights",
     "model_meta",
     "read_model_meta",
 ]
@@ -128,6 +130,55 @@ def read_model_meta(path: str | os.PathLike, checkpoint: Any = None) -> dict[str
         if isinstance(content, dict) and isinstance(content.get("model_meta"), dict):
             return content["model_meta"]
     return None
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A flag given as a bool or as command-line text: ``--resume false`` reaches a bundle config as the
+    string ``"false"``, which Python would take as true.
+
+    >>> as_bool("false"), as_bool("True"), as_bool(1)
+    (False, True, True)
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off", "none", ""):
+            return False
+        raise ValueError(f"--{name}: {value!r} is not true or false")
+    return bool(value)
+
+
+def load_initial_weights(
+    network: torch.nn.Module, path: str | os.PathLike | None, pixdim: Any = None
+) -> bool:
+    """Start a new run from trained weights (a warm restart, e.g. a second stage with a fresh LR schedule).
+
+    ``path``: a ``model.pt``/``latest.pt`` written by this bundle (or a bare state dict). The weights must
+    fit the network exactly, and, when ``pixdim`` is given and the file records its grid, have been
+    trained at that voxel size. Nothing else is taken: optimizer, schedule and counters start anew. A
+    resumed run (``--resume true``) overrides these weights with its own ``latest.pt`` when it starts.
+    Returns False when ``path`` is None (nothing to load).
+    """
+    if path is None or path == "":
+        return False
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file (init_weights)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    meta = read_model_meta(path, checkpoint)
+    if pixdim is not None and meta and meta.get("pixdim") is not None:
+        trained = [float(v) for v in meta["pixdim"]]
+        wanted = [float(v) for v in (pixdim if isinstance(pixdim, Sequence) else [pixdim] * 3)]
+        if not np.allclose(trained, wanted):
+            raise ValueError(
+                f"{path}: trained at {trained} mm, this run trains at {wanted} mm (init_weights)"
+            )
+    target = network.module if hasattr(network, "module") else network
+    target.load_state_dict(state, strict=True)
+    logger.info("initial weights from %s", path)
+    return True
 
 
 def _atomic_json(path: Path, content: Mapping[str, Any]) -> None:
@@ -318,8 +369,8 @@ class TrainingCheckpoint:
         self.evaluator = evaluator
         self.best_saver = best_saver
         self.interval_s = float(interval_minutes or 0) * 60.0
-        self.resume = bool(resume)
-        self.overwrite = bool(overwrite)
+        self.resume = as_bool(resume, "resume")
+        self.overwrite = as_bool(overwrite, "overwrite")
         self.csv_paths = [Path(p) for p in csv_paths]
         self.segment = _Counter(0)
         self._last_save = time.monotonic()

@@ -21,8 +21,8 @@ if [ ! -d "$DATA" ]; then
     exit 2
 fi
 mkdir -p "$RUN"
-RESUME=false
-[ -f "$RUN/models/latest.pt" ] && RESUME=true
+RESUME=False
+[ -f "$RUN/models/latest.pt" ] && RESUME=True
 {
     echo "# $(date -Is) method=$METHOD resume=$RESUME host=$(hostname) threads=${OMP_NUM_THREADS:-default} ${EXTRA[*]:-}"
 } >> "$RUN/train.log"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from gmd_monai.checkpointing import BestModelSaver, model_meta, read_model_meta
+from gmd_monai.checkpointing import BestModelSaver, load_initial_weights, model_meta, read_model_meta
 from gmd_monai.data.synthetic import ensure_synthetic_brats
 from gmd_monai.networks import DynamicSharingUNet
 
@@ -208,3 +208,22 @@ def test_epoch_progress_line_has_loss_elapsed_and_eta(caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert lines[0].startswith("epoch 1/2 loss 2.0000 | elapsed") and "ETA" in lines[0]
     assert lines[1].startswith("epoch 2/2 loss 0.5000") and "ETA 0:00:00" in lines[1]
+
+
+def test_a_warm_restart_starts_from_the_given_weights_and_checks_their_grid(tmp_path):
+    trained, fresh = DynamicSharingUNet(width=0.25), DynamicSharingUNet(width=0.25)
+    meta = model_meta(pixdim=(2.0, 2.0, 2.0), axcodes="LPS", width=0.25)
+    torch.save({"model": trained.state_dict(), "model_meta": meta}, tmp_path / "model.pt")
+    assert load_initial_weights(fresh, None) is False
+    assert any(
+        not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values())
+    )
+    assert load_initial_weights(fresh, tmp_path / "model.pt", [2.0, 2.0, 2.0]) is True
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="trained at"):
+        load_initial_weights(DynamicSharingUNet(width=0.25), tmp_path / "model.pt", [1.0, 1.0, 1.0])
+    with pytest.raises(RuntimeError):  # another width: the weights do not fit
+        load_initial_weights(DynamicSharingUNet(width=0.5), tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="init_weights"):
+        load_initial_weights(fresh, tmp_path / "missing.pt")
