@@ -9,6 +9,8 @@ Commands (each is a plain function in the module named for its idea; this file o
 * ``synthetic``          write the built-in synthetic BraTS-like dataset (gmd_monai.data.synthetic)
 * ``demo``               synthetic data -> train -> 15-subset table (gmd_monai.demo)
 * ``sentiment_evaluate`` 7-subset sentiment evaluation (gmd_monai.sentiment_evaluation)
+* ``plot_diagnostics``   pictures of GMD's weights, gradients and conflicts from a training run's logs
+                         (gmd_monai.diagnostics_plots)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _COMMANDS = {
     "synthetic": ("gmd_monai.data.synthetic", "make_synthetic_brats"),
     "demo": ("gmd_monai.demo", "demo"),
     "sentiment_evaluate": ("gmd_monai.sentiment_evaluation", "evaluate_cli"),
+    "plot_diagnostics": ("gmd_monai.diagnostics_plots", "plot_diagnostics_cli"),
 }
 
 

@@ -286,22 +286,29 @@ class GMDDiagnosticsHandler:
     One scalar per objective, labelled by subset name: ``gmd/weight/<subset>`` (effective weight
     ``w_j``, ``merged = sum_j w_j g_j``), ``gmd/grad_norm/<subset>``, ``gmd/loss/<subset>``, plus
     ``gmd/num_conflicting_pairs`` and ``gmd/num_projections``. The cosine matrix of the last step of
-    each epoch is written as a TensorBoard image. With no conflicting pair the weights are all 1/T:
-    GMD then equals plain mean-of-losses training, and the logs show it.
+    each epoch is written as a TensorBoard image (8-bit, ``(cos + 1) / 2``) and, with
+    ``cosine_csv_path``, as numbers. With no conflicting pair the weights are all 1/T: GMD then equals
+    plain mean-of-losses training, and the logs show it. ``gmd-monai plot-diagnostics`` draws them
+    (:mod:`gmd_monai.diagnostics_plots`).
 
     Args:
         summary_writer: a ``SummaryWriter`` (created in ``log_dir`` when None).
         log_dir: TensorBoard folder when no writer is given.
         csv_path: per-epoch CSV (mean weight per subset, mean conflicts); None to skip.
+        cosine_csv_path: per-epoch CSV of the cosine matrix of the epoch's last step, one row per pair
+            (``epoch,segment,subset_i,subset_j,cosine``, T*T rows an epoch); None to skip. Nothing is
+            written for an epoch without cosines (``mean``/``dropout`` compute none).
         interval: log every ``interval`` iterations.
         tag_prefix: TensorBoard tag prefix.
     """
 
     def __init__(self, summary_writer=None, log_dir: str = "./runs", csv_path: str | None = None,
-                 interval: int = 1, tag_prefix: str = "gmd/"):  # fmt: skip
+                 interval: int = 1, tag_prefix: str = "gmd/",
+                 cosine_csv_path: str | None = None):  # fmt: skip
         self._writer = summary_writer
         self.log_dir = log_dir
         self.csv_path = csv_path
+        self.cosine_csv_path = cosine_csv_path
         self.interval = max(1, int(interval))
         self.tag_prefix = tag_prefix
         self._epoch: list[SurgeryDiagnostics] = []
@@ -332,9 +339,12 @@ class GMDDiagnosticsHandler:
             return
         diags, self._epoch = self._epoch, []
         last = diags[-1]
+        segment = getattr(engine.state, "run_segment", 0)
         if torch.isfinite(last.cosine).all():
             img = ((last.cosine.clamp(-1, 1) + 1) / 2).unsqueeze(0)
             self.writer.add_image(f"{self.tag_prefix}cosine", img, engine.state.epoch, dataformats="CHW")
+            if self.cosine_csv_path:
+                self._append_cosine(engine.state.epoch, segment, last)
         self.writer.flush()
         if self.csv_path:
             weights = torch.stack([d.weights for d in diags]).mean(0)
@@ -353,7 +363,6 @@ class GMDDiagnosticsHandler:
                             *[f"w[{n}]" for n in last.names],
                         ]
                     )
-                segment = getattr(engine.state, "run_segment", 0)
                 w.writerow(
                     [
                         engine.state.epoch,
@@ -363,6 +372,18 @@ class GMDDiagnosticsHandler:
                         *[f"{x:.5f}" for x in weights],
                     ]
                 )
+
+    def _append_cosine(self, epoch: int, segment: int, diag: SurgeryDiagnostics) -> None:
+        new = not os.path.exists(self.cosine_csv_path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.cosine_csv_path)), exist_ok=True)
+        cosine = diag.cosine.detach().double().cpu().clamp(-1, 1).tolist()
+        with open(self.cosine_csv_path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", "segment", "subset_i", "subset_j", "cosine"])
+            for i, name_i in enumerate(diag.names):
+                for j, name_j in enumerate(diag.names):
+                    w.writerow([epoch, segment, name_i, name_j, f"{cosine[i][j]:.6f}"])
 
 
 class SubsetDiceHandler:
