@@ -15,10 +15,13 @@ Two file naming conventions are recognised (``.nii.gz`` or ``.nii``):
 - ``"brats2021"``: ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (the hyphenated BraTS 2023+ naming,
   ``t1n -> t1``, ``t1c -> t1ce``, ``t2w -> t2``, ``t2f -> flair``).
 
-Example:
-    >>> datalist = build_datalist("/data/brats2018", split_dir="/data/splits/brats2018_rfnet", split=1)
-    >>> sample = train_transforms(roi_size=(128, 128, 128))(datalist["training"][0])
-    >>> sample["image"].shape, sample["label"].shape  # (4, 128, 128, 128), (3, 128, 128, 128)
+Example (on the built-in synthetic data; a BraTS folder and ``split_dir=`` RFNet lists work alike):
+    >>> from gmd_monai.data.synthetic import ensure_synthetic_brats
+    >>> root = ensure_synthetic_brats("synthetic_brats", num_cases=4, shape=(32, 32, 32))
+    >>> datalist = build_datalist(root, val_fraction=0.25, test_fraction=0.0)
+    >>> sample = train_transforms(roi_size=(16, 16, 16))(datalist["training"][0])
+    >>> tuple(sample["image"].shape), tuple(sample["label"].shape)
+    ((4, 16, 16, 16), (3, 16, 16, 16))
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ Example:
     >>> import torch
     >>> g = torch.tensor([[1.0, 0.0], [-1.0, 1.0], [0.0, 1.0]])
     >>> coeffs = pcgrad_coefficients(g @ g.T, torch.tensor([[0, 1, 2]] * 3))
-    >>> (coeffs.sum(0) / 3) @ g     # the merged (mean) gradient
-    tensor([0.1667, 0.8333], dtype=torch.float64)
+    >>> coeffs.dtype                 # float64 whatever the gradients' dtype
+    torch.float64
+    >>> (coeffs.sum(0) / 3).to(g.dtype) @ g     # the merged (mean) gradient
+    tensor([0.1667, 0.8333])
 """
 
 from __future__ import annotations

@@ -4,13 +4,17 @@ All geometry is SimpleITK's (LPS physical space, ``origin`` = centre of the firs
 nibabel use RAS affines: :func:`ras_affine` converts.
 
 Example:
-    >>> ref = sitk.ReadImage("case_t1ce.nii.gz", sitk.sitkFloat32)
-    >>> t2 = sitk.ReadImage("case_t2_2mm.nii.gz", sitk.sitkFloat32)
+    >>> ref = sitk.Image([240, 240, 155], sitk.sitkFloat32)           # T1ce, 1 mm
+    >>> t2 = sitk.Image([120, 120, 78], sitk.sitkFloat32)             # T2, 2 mm
+    >>> t2.SetSpacing((2.0, 2.0, 2.0))
     >>> grid_differences(t2, ref)
     ['shape (120, 120, 78) vs (240, 240, 155)', 'spacing (2, 2, 2) vs (1, 1, 1) mm']
-    >>> t2_on_ref = resample_onto(t2, ref)              # linear interpolation, 0 outside
-    >>> tx = register_rigid(fixed=ref, moving=t2)       # mutual information, Euler 3-D
-    >>> t2_registered = resample_onto(t2, ref, transform=tx)
+    >>> resample_onto(t2, ref).GetSize()              # linear interpolation, 0 outside
+    (240, 240, 155)
+    >>> tx = register_rigid(fixed=ref, moving=t2)     # doctest: +SKIP
+    >>> t2_registered = resample_onto(t2, ref, transform=tx)  # doctest: +SKIP
+
+``register_rigid`` maximises mutual information over a 3-D Euler transform (needs real images).
 """
 
 from __future__ import annotations

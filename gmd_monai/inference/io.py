@@ -14,8 +14,10 @@ Accepted modality names (case-insensitive) and aliases::
     flair  flair, t2f, t2flair     (BraTS 2021+: -t2f)
 
 Example:
-    >>> sources = sources_from_item({"image": {"t1ce": "p_t1ce.nii.gz", "flair": "dicom/flair/"}})
-    >>> case = load_case(sources)
+    >>> from gmd_monai.data.synthetic import ensure_synthetic_brats
+    >>> p = ensure_synthetic_brats("synth", num_cases=2, shape=(32, 32, 32)) + "/Synth_000/Synth_000"
+    >>> sources = sources_from_item({"image": {"t1ce": p + "_t1ce.nii.gz", "flair": p + "_flair.nii.gz"}})
+    >>> case = load_case(sources)                   # a folder holding one DICOM series works alike
     >>> case.modalities, case.reference
     (('t1ce', 'flair'), 't1ce')
 """

@@ -8,9 +8,9 @@ without one is taken as the paper's 1 mm LPS model.
 Without weights nothing runs unless ``allow_untrained=True`` (smoke tests only): no silent random output.
 
 Example:
-    >>> net, info = load_network()                    # bundle/models/model.pt
-    >>> info.sha256[:12], info.width, info.trained
-    ('3f2a...', 0.5, True)
+    >>> net, info = load_network()                    # bundle/models/model.pt, the shipped weights
+    >>> info.width, info.trained, info.pixdim, len(info.sha256)
+    (0.25, True, (2.0, 2.0, 2.0), 64)
 """
 
 from __future__ import annotations

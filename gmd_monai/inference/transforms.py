@@ -15,12 +15,19 @@ bounding box, then :class:`~gmd_monai.data.brats.RobustZScoreNormalized`; before
 reoriented to the BraTS orientation (LPS) and resampled to 1 mm, both inverted on the output.
 
 Example:
+    >>> from gmd_monai.data.synthetic import ensure_synthetic_brats
+    >>> from gmd_monai.networks import DynamicSharingUNet
+    >>> case = ensure_synthetic_brats("synth", num_cases=2, shape=(32, 32, 32)) + "/Synth_000/Synth_000"
     >>> pre = inference_preprocessing()
-    >>> d = pre({"image": {"t1ce": "p_t1ce.nii.gz", "flair": "p_flair.nii.gz"}})
+    >>> d = pre({"image": {"t1ce": case + "_t1ce.nii.gz", "flair": case + "_flair.nii.gz"}})
     >>> d["image"].shape[0], d["modalities"]
     (2, 't1ce+flair')
-    >>> d["pred"] = ModalitySlidingWindowInferer(roi_size=128)(d["image"][None], network)[0]
-    >>> d = inference_postprocessing(pre)(d)       # d["pred"]: (1, X, Y, Z) uint8 in {0, 1, 2, 4}
+    >>> network = DynamicSharingUNet(width=0.25).eval()   # untrained here: bundle/models/model.pt in use
+    >>> with torch.no_grad():
+    ...     d["pred"] = ModalitySlidingWindowInferer(roi_size=32)(d["image"][None], network)[0]
+    >>> d = inference_postprocessing(pre)(d)       # back on the input grid, one label map
+    >>> tuple(d["pred"].shape), d["pred"].dtype, set(d["pred"].unique().tolist()) <= {0, 1, 2, 4}
+    ((1, 32, 32, 32), torch.uint8, True)
 """
 
 from __future__ import annotations
