@@ -166,7 +166,9 @@ def test_metadata_valid_against_zoo_schema():
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    """`make demo` in miniature: data, training through the bundle, the 15-subset table."""
+    """`make demo` in miniature: data, training through the bundle, the 15-subset table, then the
+    clinician command on a test case with two modalities missing."""
+    import json
     import logging
 
     import torch
@@ -175,6 +177,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
     root = logging.getLogger()
     handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    quiet = {
+        name: logging.getLogger(name).level
+        for name in ("monai", "gmd_monai.checkpointing", "gmd_monai.engine")
+    }
     try:
         table = Path(demo(output_dir=str(tmp_path / "demo"), epochs=1, num_cases=6, size=32, threads=1))
     finally:  # the bundle's logging.conf binds a handler to this test's captured stderr: undo it
@@ -182,9 +188,20 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
             root.removeHandler(h)
         root.setLevel(level)
         torch.set_num_threads(threads)
+        for name, old in quiet.items():
+            logging.getLogger(name).setLevel(old)
     rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 15 + 1  # header, one row per subset, the mean
     assert (tmp_path / "demo" / "eval" / "subset_dice.png").stat().st_size > 0
     assert (tmp_path / "demo" / "runs" / "gmd_weights.csv").is_file()
+    seg_dir = tmp_path / "demo" / "segment"
+    (label_map,) = seg_dir.glob("*_gmdseg.nii.gz")
+    (report,) = seg_dir.glob("*_report.json")
+    (montage,) = seg_dir.glob("*_montage.png")
+    assert label_map.stat().st_size > 0 and montage.stat().st_size > 0
+    content = json.loads(report.read_text())
+    assert set(content["modalities_missing"]) == {"t1", "t2"}, content.get("modalities_missing")
     out = capsys.readouterr().out
-    assert "[1/3]" in out and "[3/3]" in out and "done in" in out
+    assert "[1/4]" in out and "[4/4]" in out and "done in" in out
+    for path in (label_map, report, montage):
+        assert str(path) in out  # the demo says where each file is
