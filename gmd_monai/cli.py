@@ -11,6 +11,10 @@ Commands (each is a plain function in the module named for its idea; this file o
 * ``sentiment_evaluate`` 7-subset sentiment evaluation (gmd_monai.sentiment_evaluation)
 * ``plot_diagnostics``   pictures of GMD's weights, gradients and conflicts from a training run's logs
                          (gmd_monai.diagnostics_plots)
+
+One error contract for every command: a problem with the user's input (a project error, a missing or
+unreadable file, a bad value) is one line on stderr naming the file and the problem, exit code 2;
+Ctrl-C is one line, exit 130. ``--debug`` anywhere on the command line shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -42,16 +46,39 @@ def _lazy(module: str, attr: str):
         return command
 
 
+def _one_line(command: str, e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in msg:
+        msg = f"{e.filename}: {msg}"
+    return f"gmd-monai {command}: error: {msg}"
+
+
 def main(argv: list[str] | None = None) -> None:
     import fire
 
-    argv = sys.argv[1:] if argv is None else argv
+    from gmd_monai.inference.errors import InferenceError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     name = argv[0].replace("-", "_") if argv else ""
-    if name in _COMMANDS:
-        fire.Fire(_lazy(*_COMMANDS[name]), command=argv[1:], name=f"gmd-monai {argv[0]}")
-        return
-    commands = {k.replace("_", "-"): _lazy(*v) for k, v in _COMMANDS.items()}
-    fire.Fire(commands, command=argv, name="gmd-monai")
+    command = argv[0] if argv else ""
+    try:
+        if name in _COMMANDS:
+            fire.Fire(_lazy(*_COMMANDS[name]), command=argv[1:], name=f"gmd-monai {command}")
+            return
+        commands = {k.replace("_", "-"): _lazy(*v) for k, v in _COMMANDS.items()}
+        fire.Fire(commands, command=argv, name="gmd-monai")
+    except (InferenceError, OSError, ValueError) as e:
+        if debug:
+            raise
+        print(_one_line(command, e), file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"gmd-monai {command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
