@@ -101,9 +101,9 @@ def test_bundle_inference_any_subset_matches_cli(tmp_path):
     wf.run()
     wf.finalize()
     expected = {"A": f["t1ce"], "p4d": four_d, "C": flat / "C_flair.nii.gz", "E": f["t1"]}
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}_seg.nii.gz" for k in expected)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}_gmdseg.nii.gz" for k in expected)
     for name, reference in expected.items():
-        seg = nib.load(out / f"{name}_seg.nii.gz")
+        seg = nib.load(out / f"{name}_gmdseg.nii.gz")
         r = nib.load(reference)
         assert seg.shape == r.shape[:3] and np.allclose(seg.affine, r.affine, atol=1e-4)
         assert seg.get_data_dtype() == np.uint8
@@ -112,7 +112,26 @@ def test_bundle_inference_any_subset_matches_cli(tmp_path):
     # the same case through the CLI pipeline gives the same label map
     cli = segment(t1ce=f["t1ce"], flair=f["flair"], output=tmp_path / "cli", network=load_network(ckpt),
                   roi_size=(64, 64, 48), montage=False, device="cpu")  # fmt: skip
-    assert np.array_equal(np.asarray(nib.load(out / "A_seg.nii.gz").dataobj), cli.labels)
+    assert np.array_equal(np.asarray(nib.load(out / "A_gmdseg.nii.gz").dataobj), cli.labels)
+
+    # a second run into the same folder never replaces a result, unless --overwrite true
+    before = (out / "A_gmdseg.nii.gz").stat().st_mtime_ns
+    for overwrite, replaced in ((False, False), ("true", True)):
+        wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl),
+                            output_dir=str(out), ckpt_path=str(ckpt), width=0.25, roi_size=[64, 64, 48],
+                            overwrite=overwrite)  # fmt: skip
+        wf.initialize()
+        if replaced:
+            wf.run()
+        else:
+            with pytest.raises(Exception) as err:
+                wf.run()
+            chain, e = [], err.value
+            while e is not None:  # MONAI wraps the transform's error once per Compose level
+                chain.append(str(e))
+                e = e.__cause__
+            assert any("A_gmdseg.nii.gz: already exists" in m for m in chain), chain
+        assert ((out / "A_gmdseg.nii.gz").stat().st_mtime_ns != before) is replaced
 
     # clear errors before anything runs: no weights, no datalist
     wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),

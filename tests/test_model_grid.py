@@ -113,7 +113,7 @@ def test_bundle_inference_round_trip(tmp_path, model_mm):
     assert wf.parser.get_parsed_content("pixdim") == [model_mm] * 3
     assert wf.parser.get_parsed_content("network_def").width == 0.25  # from the weights, not a flag
     wf.run()
-    out = nib.load(tmp_path / "out" / "Case_001_seg.nii.gz")
+    out = nib.load(tmp_path / "out" / "Case_001_gmdseg.nii.gz")
     ref = nib.load(case / "Case_001_t1ce.nii.gz")
     assert out.shape == ref.shape
     np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -238,13 +239,37 @@ class LoadModalitiesd(MapTransform):
 
 
 def case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any = None) -> dict[str, Any]:
-    """``SaveImaged`` file naming by case id (``<case>_seg.nii.gz``), set by :class:`LoadModalitiesd`.
+    """``SaveImaged`` file naming by case id (``<case>_gmdseg.nii.gz``), set by :class:`LoadModalitiesd`.
 
     Falls back to the source file name (MONAI's default) when the metadata has no case id.
     """
     meta = metadict or {}
     subject = meta.get("case") or meta.get("filename_or_obj") or getattr(saver, "_data_index", 0)
     return {"subject": f"{subject}", "idx": meta.get("patch_index")}
+
+
+class CaseNameFormatter:
+    """``SaveImaged``'s ``output_name_formatter`` for the bundle: files named by case id
+    (:func:`case_name_formatter`), and an existing file is never replaced unless ``overwrite``.
+
+    The check runs before the file is written (the saver's ``folder_layout`` gives the path), so a
+    second run into the same folder stops with ``FileExistsError`` naming the file instead of
+    replacing an earlier result.
+    """
+
+    def __init__(self, overwrite: bool = False):
+        from gmd_monai.checkpointing import as_bool
+
+        self.overwrite = as_bool(overwrite, "overwrite")
+
+    def __call__(self, metadict: Mapping[str, Any] | None, saver: Any = None) -> dict[str, Any]:
+        names = case_name_formatter(metadict, saver)
+        layout = getattr(saver, "folder_layout", None)
+        if not self.overwrite and layout is not None:
+            path = layout.filename(**names)
+            if os.path.exists(path):
+                raise FileExistsError(f"{path}: already exists; --overwrite true replaces it")
+        return names
 
 
 def modalities_of(image: Any) -> list[str] | None:
