@@ -40,3 +40,16 @@ def crop_brats_case(src: Path, dst: Path, size=(64, 64, 48), with_label: bool = 
         cropped = nib.Nifti1Image(np.asarray(img.dataobj)[sl], affine, header=img.header)
         nib.save(cropped, out / f"{case}_{m}.nii.gz")
     return out
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """``gmd-monai ARGS`` in this process: (exit code, stdout, stderr)."""
+    from gmd_monai.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

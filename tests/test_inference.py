@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import crop_brats_case
+from conftest import crop_brats_case, run_cli
 
-from gmd_monai.cli import main
 from gmd_monai.inference import (
     InputError,
     ModelError,
@@ -354,16 +353,6 @@ def test_brats2021_labels_and_checkpoint_formats(case_dir, model, ckpt, tmp_path
 # ----------------------------------------------------------------------------------------------
 
 
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _nifti(path: Path, data: np.ndarray, affine=None) -> str:
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
     return str(path)
@@ -412,7 +401,7 @@ def test_bad_inputs_give_clear_errors(case_dir, ckpt, tmp_path, capsys):
     for args, expected in cases:
         defaults = [] if "--output" in args else ["--output", str(out_dir)]
         defaults += [] if "--model" in args else ["--model", str(ckpt)]
-        code, _, err = _cli(["segment", *args, *defaults, "--quiet"], capsys)
+        code, _, err = run_cli(["segment", *args, *defaults, "--quiet"], capsys)
         lines = [ln for ln in err.strip().splitlines() if ln.startswith("gmd-monai")]
         assert code == 2, (args, err)
         assert len(lines) == 1 and "Traceback" not in err, err
@@ -428,15 +417,16 @@ def test_without_weights_the_cli_says_how_to_get_them(case_dir, tmp_path, capsys
     missing = tmp_path / "bundle" / "models" / "model.pt"
     monkeypatch.setattr(model_mod, "default_model_path", lambda: missing)
     out = tmp_path / "out"
-    code, _, err = _cli(["segment", "--t2", f(case_dir, "t2"), "--output", str(out)], capsys)
+    code, _, err = run_cli(["segment", "--t2", f(case_dir, "t2"), "--output", str(out)], capsys)
     assert code == 2 and f"no trained weights at {missing}" in err
     assert "monai.bundle run training" in err and "--model" in err and "--allow_untrained" in err
     assert not out.exists()
     with pytest.raises(ModelError):
         load_network()
     # --allow_untrained: smoke tests only, and the report says so
-    code, stdout, _ = _cli(["segment", "--t2", f(case_dir, "t2"), "--output", str(out), "--allow_untrained",
-                            "--roi_size", "64,64,48", "--nomontage", "--quiet"], capsys)  # fmt: skip
+    args = ["segment", "--t2", f(case_dir, "t2"), "--output", str(out), "--allow_untrained",
+            "--roi_size", "64,64,48", "--nomontage", "--quiet"]  # fmt: skip
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and "UNTRAINED" in stdout
     report = json.loads((out / f"{CASE}_report.json").read_text())
     assert report["model"]["trained"] is False and report["warnings"][0].startswith("UNTRAINED model")
@@ -448,9 +438,9 @@ def test_cli_success_and_module_entry_point(case_dir, ckpt, tmp_path, capsys):
     out = tmp_path / "seg.nii.gz"
     args = ["segment", "--t1ce", f(case_dir, "t1ce"), "--t2f", f(case_dir, "flair"), "--model", str(ckpt),
             "--output", str(out), "--roi_size", "64,64,48", "--device", "cpu", "--quiet"]  # fmt: skip
-    code, stdout, _ = _cli(args, capsys)
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0 and "volumes (mL):" in stdout and "t1ce+flair" in stdout
-    code, stdout, _ = _cli(["segment", "--help"], capsys)
+    code, stdout, _ = run_cli(["segment", "--help"], capsys)
     assert code == 0 and "Examples:" in stdout and "--case_dir" in stdout
     assert (
         out.is_file()
@@ -487,7 +477,7 @@ def test_batch_mode(case_dir, ckpt, tmp_path, capsys):
         "64,64,48",
         "--nomontage",
     ]
-    code, stdout, err = _cli(args, capsys)
+    code, stdout, err = run_cli(args, capsys)
     assert code == 2 and "1 of 2 case(s) segmented" in stdout and "B02" in err and "constant image" in err
     summary = (out / "batch_summary.csv").read_text().splitlines()
     assert summary[0].startswith("case,status,modalities") and len(summary) == 3

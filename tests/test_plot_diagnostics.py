@@ -16,8 +16,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
-from gmd_monai.cli import main
 from gmd_monai.diagnostics_plots import DiagnosticsError, plot_diagnostics, read_run_logs
 from gmd_monai.engine import GMDDiagnosticsHandler
 from gmd_monai.gmd.surgery import SurgeryDiagnostics
@@ -196,19 +196,9 @@ def test_missing_or_unusable_run_folders_raise(tmp_path):
         plot_diagnostics(tmp_path)
 
 
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     missing = tmp_path / "no_run"
-    code, out, err = _cli(["plot-diagnostics", str(missing)], capsys)
+    code, out, err = run_cli(["plot-diagnostics", str(missing)], capsys)
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
@@ -218,7 +208,7 @@ def test_cli_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
 def test_cli_prints_where_each_picture_went(tmp_path, capsys):
     _train(tmp_path / "run", t2_weight=0.04)
     out_dir = tmp_path / "out"
-    code, out, err = _cli(["plot-diagnostics", str(tmp_path / "run"), "--output", str(out_dir)], capsys)
+    code, out, err = run_cli(["plot-diagnostics", str(tmp_path / "run"), "--output", str(out_dir)], capsys)
     assert code == 0, err
     for name in PNGS:
         assert str(out_dir / f"{name}.png") in out
