@@ -23,9 +23,10 @@ labels in {0, 1, 2, 4}, 1 mm voxels, identity orientation with the volume centre
 Example:
     >>> from gmd_monai.data.brats import build_datalist
     >>> root = ensure_synthetic_brats("synth_brats", num_cases=4, shape=(32, 32, 32), seed=0)
-    >>> sorted(os.listdir(os.path.join(root, "Synth_000")))
-    ['Synth_000_flair.nii.gz', 'Synth_000_seg.nii.gz', 'Synth_000_t1.nii.gz', 'Synth_000_t1ce.nii.gz', 'Synth_000_t2.nii.gz']
-    >>> datalist = build_datalist(root, output="synth_brats/datalist.json", val_fraction=0.25, test_fraction=0.0)
+    >>> sorted(os.listdir(os.path.join(root, "Synth_000")))  # doctest: +NORMALIZE_WHITESPACE
+    ['Synth_000_flair.nii.gz', 'Synth_000_seg.nii.gz', 'Synth_000_t1.nii.gz',
+     'Synth_000_t1ce.nii.gz', 'Synth_000_t2.nii.gz']
+    >>> datalist = build_datalist(root, "synth_brats/datalist.json", val_fraction=0.25, test_fraction=0.0)
     >>> len(datalist["training"]), len(datalist["validation"])
     (3, 1)
 """
