@@ -3,9 +3,13 @@
 the pairs, the single modalities) over epochs, one panel per region (WT, TC, ET).
 
 Reads the run's ``val_subset_dice.csv`` (written by the bundle's SubsetDiceHandler); a resumed run's
-segments are drawn as one curve and the resumes marked. Writes a PNG.
+segments are drawn as one curve and the resumes marked. A warm restart (a run started with
+``--init_weights`` from an earlier run's best model) is drawn after that run's epochs up to the epoch its
+weights came from (``--before CSV:EPOCH``), with the restart marked. Writes a PNG.
 
     python scripts/plot_learning_curve.py work/cpu_model/gmd/runs/val_subset_dice.csv docs/learning_curve.png
+    python scripts/plot_learning_curve.py work/cpu_model/gmd_stage2/runs/val_subset_dice.csv out.png \
+        --before work/cpu_model/gmd/runs/val_subset_dice.csv:100
 """
 
 from __future__ import annotations
@@ -45,8 +49,23 @@ def read_curve(path: Path) -> tuple[dict[int, dict[int, list[float]]], list[int]
     return curve, resumes
 
 
-def plot(csv_path: Path, png: Path, title: str | None = None) -> Path:
-    curve, resumes = read_curve(csv_path)
+def chain(before: tuple[Path, int], after: Path):
+    """The curve of ``before`` up to its epoch ``before[1]``, then ``after``'s epochs shifted past it."""
+    (first, last_epoch), (second, resumes) = before, read_curve(after)
+    head, head_resumes = read_curve(first)
+    curve = {
+        size: {e: v for e, v in head.get(size, {}).items() if e <= last_epoch}
+        | {e + last_epoch: v for e, v in second.get(size, {}).items()}
+        for size in set(head) | set(second)
+    }
+    marks = (
+        [e for e in head_resumes if e <= last_epoch] + [last_epoch + 1] + [e + last_epoch for e in resumes]
+    )
+    return curve, marks
+
+
+def plot(csv_path: Path, png: Path, title: str | None = None, before: tuple[Path, int] | None = None) -> Path:
+    curve, resumes = chain(before, csv_path) if before else read_curve(csv_path)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     for i, (ax, region) in enumerate(zip(axes, REGIONS)):
         for size in sorted(curve, reverse=True):
@@ -73,8 +92,13 @@ def main(argv=None) -> int:
     p.add_argument("csv", type=Path, help="the run's val_subset_dice.csv")
     p.add_argument("png", type=Path, help="output PNG")
     p.add_argument("--title", default=None)
+    p.add_argument("--before", default=None, help="CSV:EPOCH of the run a warm restart started from")
     args = p.parse_args(argv)
-    print(plot(args.csv, args.png, args.title))
+    before = None
+    if args.before:
+        path, epoch = args.before.rsplit(":", 1)
+        before = (Path(path), int(epoch))
+    print(plot(args.csv, args.png, args.title, before))
     return 0
 
 

@@ -7,6 +7,11 @@ Copies the best weights (``model.pt``, ``model_info.json``) and the 15-subset ev
 (``eval_metrics``). The model card (bundle/docs/README.md) quotes ``bundle/models/subset_table.md``.
 
     python scripts/ship_cpu_model.py [--run work/cpu_model/gmd] [--train-minutes 74]
+    python scripts/ship_cpu_model.py --run work/cpu_model/gmd_stage2 --after work/cpu_model/gmd \
+        --train-minutes M
+
+``--after RUN``: the run whose best model this run's ``--init_weights`` started from (a warm restart);
+the learning curve then shows both, and ``--train-minutes`` should count both.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, default=ROOT / "work" / "cpu_model" / "gmd")
     p.add_argument("--train-minutes", type=float, required=True, help="wall-clock minutes of training")
+    p.add_argument("--after", type=Path, default=None, help="the run a warm restart started from")
     args = p.parse_args(argv)
     models, eval_dir, dst = args.run / "models", args.run / "eval", ROOT / "bundle" / "models"
     dst.mkdir(parents=True, exist_ok=True)
@@ -69,14 +75,18 @@ def main(argv=None) -> int:
     ckpt = torch.load(dst / "model.pt", map_location="cpu", weights_only=True)
     title = "Shipped CPU model (GMD, 2 mm): validation Dice per modality-subset group"
     curve = ROOT / "docs" / "images" / "learning_curve_cpu_gmd.png"
-    png = plot(args.run / "runs" / "val_subset_dice.csv", curve, title)
+    before = None
+    if args.after is not None:
+        first = torch.load(args.after / "models" / "model.pt", map_location="cpu", weights_only=True)
+        before = (args.after / "runs" / "val_subset_dice.csv", int(first["best"]["epoch"]))
+    png = plot(args.run / "runs" / "val_subset_dice.csv", curve, title, before)
     meta_path = ROOT / "bundle" / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = {
         "data": "BraTS 2018, 3 validation cases (bundle/configs/splits/shipped_val.txt), which also chose "
         "the checkpoint; hard Dice (%) and HD95 (mm) per case on the original 1 mm grid, all 15 subsets",
         **figures(dst / "subset_summary.csv"),
-        "best_epoch": ckpt["best"]["epoch"],
+        "best_epoch": ckpt["best"]["epoch"] + (before[1] if before else 0),
         "training_wall_clock_minutes_2_cpu_cores": round(args.train_minutes, 1),
     }
     meta_path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
