@@ -10,8 +10,10 @@ and schedule; only ``method`` differs) and evaluates the held-out cases on all 1
 * ``equal_steps``: every method trains ``--epochs`` epochs.
 * ``equal_time``: every other method gets the training seconds that GMD took in the same fold (GMD's
   entry is its equal-steps run). Its ``max_epochs``, and so its PolynomialLR schedule, is planned from
-  that budget and the method's own seconds per epoch measured in its equal-steps run; the time limit of
-  ``bundle/configs/time_limit.yaml`` is the hard stop (the run is recorded as stopped if it fires).
+  that budget and the method's own seconds per epoch measured in its equal-steps run (medians over
+  epochs on both sides: the machine is shared, and a busy neighbour or a pause inflates single epochs);
+  the time limit of ``bundle/configs/time_limit.yaml`` at 1.25x the budget is a safety net (the run is
+  recorded as stopped if it fires).
 
 The model evaluated is the final one (``final.pt``, written by ``time_limit.yaml``), not the one with the
 best validation Dice: validation runs on the held-out fold, so selecting on it would leak the test cases
@@ -210,26 +212,51 @@ class Run:
 
 
 def plan_runs(methods: Sequence[str], folds: int, budgets: Sequence[str]) -> list[Run]:
-    """Fold by fold: the equal-steps runs (GMD first), then the equal-time runs that need them."""
+    """GMD and mean first, fold by fold (the comparison users ask for first, so that a partial
+    comparison answers it), then the other methods fold by fold; within a fold the equal-steps runs
+    (GMD first), then the equal-time runs that need them."""
+    primary = [m for m in methods if m in (REFERENCE, "mean")]
+    groups = [primary, [m for m in methods if m not in primary]]
     runs = []
-    for f in range(folds):
-        runs += [Run("equal_steps", f, m) for m in methods]
-        if "equal_time" in budgets:
-            runs += [Run("equal_time", f, m) for m in methods if m != REFERENCE]
+    for group in filter(None, groups):
+        for f in range(folds):
+            runs += [Run("equal_steps", f, m) for m in group]
+            if "equal_time" in budgets:
+                runs += [Run("equal_time", f, m) for m in group if m != REFERENCE]
     return runs
 
 
+def _typical(epoch_s: Sequence[float]) -> tuple[float, float]:
+    """``(seconds per training epoch, seconds of the one validation)`` from a run's epoch times: the
+    median of the epochs before the last (the machine is shared: a pause or a busy neighbour inflates
+    single epochs, not the median) and what the last epoch, which also validates, took beyond it."""
+    if not epoch_s:
+        raise ValueError("no epoch times in the record")
+    per_epoch = statistics.median(epoch_s[:-1]) if len(epoch_s) > 1 else epoch_s[0]
+    return per_epoch, max(0.0, epoch_s[-1] - per_epoch)
+
+
+#: the hard stop of an equal-time run, as a multiple of its budget: the planned epochs are the budget;
+#: the limit only catches a run that is far slower than planned (a busier machine), not noise
+LIMIT_SLACK = 1.25
+
+
 def plan_equal_time(gmd_record: dict, own_record: dict) -> tuple[int, float]:
-    """``(max_epochs, time_limit_s)`` of an equal-time run: the budget is GMD's training time; the
-    epochs are what the method's own epochs (mean seconds, measured in its equal-steps run, whose
-    last epoch also holds the one validation) fit in it."""
-    budget = float(gmd_record["elapsed_s"])
+    """``(max_epochs, time_limit_s)`` of an equal-time run. The budget is GMD's training time (its
+    median epoch times its epochs, plus its validation; ``elapsed_s`` when it has no epoch times); the
+    epochs are what fits of the method's own median epoch, measured in its equal-steps run. The time
+    limit is ``LIMIT_SLACK`` times the budget."""
+    gmd_epochs = [float(s) for s in gmd_record.get("epoch_s") or []]
+    if gmd_epochs:
+        per, validation = _typical(gmd_epochs)
+        budget = per * (len(gmd_epochs) - 1) + (per + validation)
+    else:
+        budget = float(gmd_record["elapsed_s"])
     epoch_s = [float(s) for s in own_record.get("epoch_s") or []]
     if not epoch_s:
         raise ValueError("no epoch times in the method's equal-steps record")
-    per_epoch = statistics.fmean(epoch_s[:-1]) if len(epoch_s) > 1 else epoch_s[0]
-    validation = max(0.0, epoch_s[-1] - per_epoch)
-    return max(1, int((budget - validation) // per_epoch)), budget
+    per_epoch, validation = _typical(epoch_s)
+    return max(1, int((budget - validation) // per_epoch)), budget * LIMIT_SLACK
 
 
 def _rel(path: str | os.PathLike) -> str:
@@ -422,9 +449,8 @@ class Comparison:
             "epochs": epochs,
             "time_limit_s": round(limit, 3),
             "gmd_train_s": round(float(gmd_rec["elapsed_s"]), 3),
-            "own_equal_steps_epoch_s": round(
-                statistics.fmean(own_rec["epoch_s"][:-1] or own_rec["epoch_s"]), 3
-            ),
+            "budget_s": round(limit / LIMIT_SLACK, 3),
+            "own_equal_steps_epoch_s": round(_typical([float(x) for x in own_rec["epoch_s"]])[0], 3),
         }
         _write_json(path, plan)
         return plan
@@ -713,8 +739,9 @@ def render_markdown(config: dict, folds: dict, runs: dict, mrows: list[dict], pr
         + (f"; bundle overrides `{config['bundle_args']}`" if config["bundle_args"] else "")
         + (f"; OMP_NUM_THREADS={config['threads']}" if config.get("threads") else "")
         + ". Equal wall-clock: each other method gets the training seconds GMD took in the same fold (GMD's "
-        "entry is its equal-steps run); its max_epochs (and so its poly LR schedule) is planned from its own "
-        "seconds per epoch in its equal-steps run, and the time limit is the hard stop.",
+        "entry is its equal-steps run: its median epoch times its epochs, plus its validation); its "
+        "max_epochs (and so its poly LR schedule) is what fits of its own median epoch in its equal-steps "
+        f"run, with a time limit at {LIMIT_SLACK}x the budget as a safety net.",
         "",
         "Evaluation: the final weights (not the best-validation ones: validation uses the held-out cases) on "
         "every held-out case and all 15 modality subsets (`evaluate.yaml`: hard Dice, HD95 on the case's "

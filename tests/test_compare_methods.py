@@ -83,14 +83,24 @@ def test_folds_deal_the_lgg_cases_out():
 def test_plan_equal_time_fits_the_epochs_in_gmds_time():
     # GMD took 100 s; the method: 2 s per epoch, its last epoch 3 s longer (the validation)
     epochs, limit = cm.plan_equal_time({"elapsed_s": 100.0}, {"epoch_s": [2.0, 2.1, 1.9, 5.0]})
-    assert (epochs, limit) == (48, 100.0)  # (100 - 3) // 2
-    runs = cm.plan_runs(["gmd", "mean"], 2, cm.BUDGETS)
-    assert [str(r) for r in runs[:3]] == [
+    assert (epochs, limit) == (48, 100.0 * cm.LIMIT_SLACK)  # (100 - 3) // 2
+    # with GMD's epoch times, its budget is its median epoch (10 s, the 60 s pause ignored) times its
+    # 5 epochs plus its validation (5 s): 55 s, of which the method's 2 s epochs fit (55 - 3) // 2
+    gmd = {"elapsed_s": 104.0, "epoch_s": [10.0, 60.0, 9.0, 10.0, 15.0]}
+    assert cm.plan_equal_time(gmd, {"epoch_s": [2.0, 2.1, 1.9, 5.0]}) == (26, 55.0 * cm.LIMIT_SLACK)
+    runs = cm.plan_runs(["gmd", "mean", "dropout"], 2, cm.BUDGETS)
+    assert [str(r) for r in runs] == [  # GMD and mean fold by fold first: a partial run answers them
         "equal_steps fold 0 gmd",
         "equal_steps fold 0 mean",
         "equal_time fold 0 mean",
-    ]
-    assert len(runs) == 6  # GMD's equal-time entry is its equal-steps run
+        "equal_steps fold 1 gmd",
+        "equal_steps fold 1 mean",
+        "equal_time fold 1 mean",
+        "equal_steps fold 0 dropout",
+        "equal_time fold 0 dropout",
+        "equal_steps fold 1 dropout",
+        "equal_time fold 1 dropout",
+    ]  # GMD's equal-time entry is its equal-steps run
 
 
 # ---- the time budget ----------------------------------------------------------------------------
