@@ -8,12 +8,16 @@ bright.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import importlib
 import json
 import os
+import re
 import signal
+import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import nibabel as nib
@@ -24,7 +28,7 @@ import torch
 
 import gmd_monai.inference.outputs as outputs_mod
 from gmd_monai.cli import main
-from gmd_monai.inference.integrity import estimate_memory_bytes
+from gmd_monai.inference.integrity import InputError, check_dicom_series, estimate_memory_bytes
 from gmd_monai.inference.model import ModelInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +37,7 @@ from test_inference import write_dicom_series  # noqa: E402
 segment_mod = importlib.import_module("gmd_monai.inference.segment")  # the package exports a function
 SHAPE = (24, 24, 16)
 CASE = "Case_001"
+shutil_usage = namedtuple("shutil_usage", "total used free")
 
 
 class Probe(torch.nn.Module):
@@ -221,6 +226,20 @@ def _dicom_with_missing_slice(tmp: Path) -> Path:
     return folder
 
 
+def _dicom_with_repeated_slice(tmp: Path) -> Path:
+    """Slice 7 a second time, under another file name, SOP instance UID and instance number."""
+    folder = tmp / "t1ce"
+    write_dicom_series(sitk.GetImageFromArray(_volume(0).transpose(2, 1, 0)), folder)
+    again = sitk.ReadImage(str(folder / "slice0007.dcm"))
+    again.SetMetaData("0008|0018", "1.2.826.0.1.3680043.2.1125.1.3.999")
+    again.SetMetaData("0020|0013", "99")
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetFileName(str(folder / "slice0099.dcm"))
+    writer.Execute(again)
+    return folder
+
+
 TRUNCATED = {
     "nii_gz_int16": (lambda t: _truncated_nifti(t, ".nii.gz", np.int16), "truncated"),
     "nii_gz_float32": (lambda t: _truncated_nifti(t, ".nii.gz", np.float32), "truncated"),
@@ -229,6 +248,7 @@ TRUNCATED = {
     "nii_gz_bad_crc": (_bad_crc, "corrupt gzip stream"),
     "dicom_truncated_slice": (_dicom_with_truncated_slice, "not slices of its DICOM series"),
     "dicom_missing_slice": (_dicom_with_missing_slice, "non-uniform DICOM slice spacing"),
+    "dicom_repeated_slice": (_dicom_with_repeated_slice, "two DICOM slices lie at the same position"),
 }
 
 
@@ -242,6 +262,43 @@ def test_truncated_inputs_are_refused(name, tmp_path, probe, capsys):
     code, _, err = _cli(["--t1ce", src, "--output", out], capsys)
     _assert_refused(code, err, [str(src), message])
     assert not out.exists() and Probe.calls == 0
+
+
+#: axial slices 2 mm apart along z (orientation: identity); each case changes one thing
+_AXIAL = "1\\0\\0\\0\\1\\0"
+_Z = [f"0\\0\\{2.0 * k}" for k in range(5)]
+DICOM_SERIES = {
+    "repeated_position": (
+        dict(positions=[*_Z[:3], _Z[2], _Z[4]]),
+        "two DICOM slices lie at the same position",
+    ),
+    "missing_position": (dict(positions=[*_Z[:2], None, *_Z[3:]]), "slice position or orientation missing"),
+    "missing_orientation": (dict(orientation=None), "slice position or orientation missing"),
+    "unreadable_position": (dict(positions=[*_Z[:4], "0\\0\\x"]), "unreadable slice position"),
+    "depth_differs_from_files": (dict(depth=4), "has 5 files but the volume 4 slices"),
+    "spacing_differs_from_positions": (dict(spacing_z=3.0), "slice spacing 3 mm differs from"),
+    "missing_slice": (dict(positions=[*_Z[:2], *_Z[3:], "0\\0\\10"]), "non-uniform DICOM slice spacing"),
+}
+
+
+@pytest.mark.parametrize("name", list(DICOM_SERIES))
+def test_dicom_series_checks_refuse(name, tmp_path):
+    """Each refusal of the series check (positions as the reader returns them), on a 5-slice series."""
+    change, message = DICOM_SERIES[name]
+    files = [tmp_path / f"s{k}.dcm" for k in range(5)]
+    for f in files:
+        f.write_bytes(b"")
+    args = dict(positions=list(_Z), orientation=_AXIAL, depth=5, spacing_z=2.0) | change
+    with pytest.raises(InputError, match=re.escape(message)) as e:
+        check_dicom_series(tmp_path, [str(f) for f in files], **args)
+    assert str(e.value).startswith(str(tmp_path))
+
+
+def test_dicom_series_check_accepts_a_complete_series(tmp_path):
+    files = [tmp_path / f"s{k}.dcm" for k in range(5)]
+    for f in files:
+        f.write_bytes(b"")
+    check_dicom_series(tmp_path, [str(f) for f in reversed(files)], list(reversed(_Z)), _AXIAL, 5, 2.0)
 
 
 def test_batch_lists_a_truncated_case_as_failed(tmp_path, probe, capsys):
@@ -350,6 +407,31 @@ def test_unwritable_output_fails_before_computing(where, case, probe, capsys, tm
     assert Probe.calls == 0 and not out.exists()
 
 
+def test_too_little_free_disk_fails_before_computing(case, probe, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        outputs_mod.shutil, "disk_usage", lambda p: shutil_usage(total=10**9, used=10**9, free=1000)
+    )
+    out = tmp_path / "out"
+    code, _, err = _cli(["--case_dir", case, "--output", out], capsys)
+    _assert_refused(code, err, [str(tmp_path), "MB free on the disk", "choose another --output"])
+    assert Probe.calls == 0 and not out.exists()
+
+
+def test_disk_full_while_writing_leaves_nothing(case, probe, capsys, tmp_path, monkeypatch):
+    """The disk fills up in the middle of the label map (after the free-space check passed): one line
+    naming the file, exit 2, the partial temporary file removed, nothing else written."""
+
+    def half_then_full(path, *a, **k):
+        Path(path).write_bytes(b"\x1f\x8b" + bytes(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(segment_mod, "write_nifti_like", half_then_full)
+    out = tmp_path / "out"
+    code, _, err = _cli(["--case_dir", case, "--output", out], capsys)
+    _assert_refused(code, err, [str(out), "No space left on device"])
+    assert Probe.calls == 1 and out.is_dir() and not list(out.iterdir())
+
+
 # ----------------------------------------------------------------------------------------------
 # 6. interruption
 # ----------------------------------------------------------------------------------------------
@@ -371,6 +453,57 @@ def test_interrupt_while_writing_leaves_nothing(sig, code, case, probe, capsys, 
     assert signal.Signals(sig).name in lines[0]
     assert out.is_dir() and not list(out.iterdir())  # no temporary file left
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or sig == signal.SIGINT
+
+
+#: ``gmd-monai segment`` in a real process whose network is a stand-in (no weights needed) and whose label
+#: map writer announces itself on stderr and then waits, so that the test signals it mid-write
+_SLOW_WRITER = """
+import sys, time, importlib, torch
+seg = importlib.import_module("gmd_monai.inference.segment")
+from gmd_monai.inference.model import ModelInfo
+class Net(torch.nn.Module):
+    def forward(self, x, available=None):
+        return (8.0 * (x.mean(1, keepdim=True) - 1.0)).expand(-1, 3, *x.shape[2:]).contiguous()
+info = ModelInfo(path=None, sha256=None, version="probe", width=0.25, trained=True, pixdim=(1.0,) * 3,
+                 axcodes="LPS", roi_size=(32, 32, 32))
+seg.load_network = lambda *a, **k: (Net(), info)
+real = seg.write_nifti_like
+def slow(*a, **k):
+    real(*a, **k)
+    print("WRITING", file=sys.stderr, flush=True)
+    time.sleep(60)
+seg.write_nifti_like = slow
+from gmd_monai.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
+def test_signal_from_another_process_while_writing(sig, code, case, tmp_path):
+    """The signal comes from outside (as from a terminal or a scheduler), to a real process, while the
+    temporary label map exists: exit 130 / 143, one line, no traceback, no file left."""
+    out = tmp_path / "out"
+    args = ["segment", "--case_dir", str(case), "--output", str(out), "--quiet", "--nomontage"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, *args, "--device", "cpu"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        err = []
+        for line in proc.stderr:
+            err.append(line)
+            if line.strip() == "WRITING":
+                break
+        assert any(ln.startswith(".gmd-tmp-") for ln in os.listdir(out)), err
+        proc.send_signal(sig)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    lines = [ln for ln in rest.strip().splitlines() if ln.startswith("gmd-monai")]
+    assert proc.returncode == code and len(lines) == 1 and "Traceback" not in rest, "".join(err) + rest
+    assert signal.Signals(sig).name in lines[0]
+    assert not list(out.iterdir())
 
 
 def test_stale_temp_files_of_a_killed_run_are_removed(case, probe, capsys, tmp_path):
