@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -62,6 +63,31 @@ class ModalityGroupNorm(nn.Module):
         shape = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
         return y * w.view(shape).to(y.dtype) + b.view(shape).to(y.dtype)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles instead (TorchScript cannot index a ParameterDict by a
+        variable name): the same norm with every modality's affine stacked (see :meth:`DynamicSharingUNet.
+        __prepare_scriptable__`, which scripts a copy)."""
+        return _StackedModalityGroupNorm(self)
+
+
+class _StackedModalityGroupNorm(nn.Module):
+    """:class:`ModalityGroupNorm` for TorchScript: the per-modality affine as (M, C) tensors, indexed by the
+    modality index (same numbers; used only in scripted exports, never trained)."""
+
+    def __init__(self, norm: ModalityGroupNorm):
+        super().__init__()
+        self.num_groups = norm.num_groups
+        self.eps = norm.eps
+        self.weight = nn.Parameter(torch.stack([norm.weight[m].detach() for m in norm.modalities]))
+        self.bias = nn.Parameter(torch.stack([norm.bias[m].detach() for m in norm.modalities]))
+
+    def forward(self, x: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(modality, int):
+            return F.group_norm(x, self.num_groups, self.weight[modality], self.bias[modality], self.eps)
+        y = F.group_norm(x, self.num_groups, None, None, self.eps)
+        shape = [x.shape[0], x.shape[1]] + [1] * (x.dim() - 2)
+        return y * self.weight[modality].view(shape).to(y.dtype) + self.bias[modality].view(shape).to(y.dtype)
+
 
 class _DoubleConv(nn.Module):
     """[Conv3d 3x3x3 (bias) -> modality GroupNorm -> ReLU] x 2."""
@@ -74,7 +100,7 @@ class _DoubleConv(nn.Module):
         self.conv2 = nn.Conv3d(mid, cout, kernel_size=3, padding=1, bias=True)
         self.norm2 = ModalityGroupNorm(groups, cout, modalities)
 
-    def forward(self, x, modality):
+    def forward(self, x: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
         x = F.relu(self.norm1(self.conv1(x), modality), inplace=True)
         return F.relu(self.norm2(self.conv2(x), modality), inplace=True)
 
@@ -84,7 +110,7 @@ class _Down(nn.Module):
         super().__init__()
         self.conv = _DoubleConv(cin, cout, modalities, groups)
 
-    def forward(self, x, modality):
+    def forward(self, x: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
         return self.conv(F.max_pool3d(x, 2), modality)
 
 
@@ -93,8 +119,8 @@ class _Up(nn.Module):
         super().__init__()
         self.conv = _DoubleConv(cin, cout, modalities, groups, mid=cin // 2)
 
-    def forward(self, x, skip, modality):
-        x = F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=True)
+    def forward(self, x: torch.Tensor, skip: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
         return self.conv(torch.cat([skip, x], dim=1), modality)
 
 
@@ -145,6 +171,11 @@ def resolve_availability(
     return x, mask
 
 
+def _exporting() -> bool:
+    """Inside ``torch.onnx.export`` (either exporter) or ``torch.export``."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 class DynamicSharingUNet(nn.Module):
     """DS 3-D U-Net (REFERENCE section 3).
 
@@ -192,9 +223,9 @@ class DynamicSharingUNet(nn.Module):
     # -- the streams ---------------------------------------------------------------------------
     def run_streams(self, x: torch.Tensor, modality: int | torch.Tensor) -> torch.Tensor:
         """Run folded single-channel streams: ``x`` (N, 1, ...) with one modality index per stream."""
-        bad = [s for s in x.shape[2:] if s % 16]
-        if bad:
-            raise ValueError(f"spatial size {tuple(x.shape[2:])} must be divisible by 16 (4 poolings)")
+        for size in x.shape[2:]:
+            if size % 16:
+                raise ValueError("spatial size " + str(x.shape[2:]) + " must be divisible by 16 (4 poolings)")
         x1 = self.inc(x, modality)
         x2 = self.down1(x1, modality)
         x3 = self.down2(x2, modality)
@@ -228,19 +259,73 @@ class DynamicSharingUNet(nn.Module):
         out = self.run_streams(xf, mod).reshape((len(idx), b, self.out_channels) + tuple(x.shape[2:]))
         return {self.modalities[m]: out[k] for k, m in enumerate(idx)}
 
-    def forward(self, x: torch.Tensor, available=None) -> torch.Tensor:
-        """Fused logits: mean over the available modalities' logits (per sample if a (B, M) mask)."""
-        x, mask = resolve_availability(x, self.modalities, available)
-        b_idx, m_idx = mask.nonzero(as_tuple=True)
+    def forward(self, x: torch.Tensor, available: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused logits: mean over the available modalities' logits (per sample if a (B, M) mask).
+
+        ``available``: ``None`` (all), a boolean mask of shape (M,) or (B, M), or (eager only) names as
+        in :func:`resolve_availability`. Scripted (``torch.jit.script``, the zoo's ``ckpt_export``), the
+        model takes ``None`` or a mask and, like eager, runs only the available streams.
+        """
+        if torch.jit.is_scripting():
+            mask = self.availability_mask(x, available)
+        elif _exporting():
+            return self._forward_static(x, self.availability_mask(x, available))
+        else:
+            x, mask = self._resolve(x, available)
+        nz = mask.nonzero()
+        b_idx, m_idx = nz[:, 0], nz[:, 1]
         xf = x[b_idx, m_idx].unsqueeze(1)
         if bool((m_idx == m_idx[0]).all()):
             out = self.run_streams(xf, int(m_idx[0]))
         else:
             out = self.run_streams(xf, m_idx)
-        fused = out.new_zeros((x.shape[0], self.out_channels) + tuple(x.shape[2:]))
+        fused = out.new_zeros([x.shape[0], self.out_channels] + list(x.shape[2:]))
         fused.index_add_(0, b_idx, out)
-        count = mask.sum(dim=1).to(out.dtype).view((-1,) + (1,) * (fused.dim() - 1))
+        count = mask.sum(dim=1).to(out.dtype).view([-1] + [1] * (fused.dim() - 1))
         return fused / count
+
+    def availability_mask(self, x: torch.Tensor, available: torch.Tensor | None) -> torch.Tensor:
+        """The (B, M) boolean mask of ``available`` (``None``: all; a mask of shape (M,) or (B, M)) for an
+        input of M channels; scriptable (names go through :func:`resolve_availability`)."""
+        b, m = x.shape[0], len(self.modalities)
+        if x.dim() < 3 or x.shape[1] != m:
+            raise ValueError("expected an input of shape (batch, " + str(m) + " modalities, *spatial)")
+        if available is None:
+            return torch.ones(b, m, dtype=torch.bool, device=x.device)
+        mask = available.to(device=x.device, dtype=torch.bool)
+        if mask.dim() == 1:
+            mask = mask.unsqueeze(0).expand(b, -1)
+        if mask.dim() != 2 or mask.shape[0] != b or mask.shape[1] != m:
+            raise ValueError("the availability mask must have shape (M,) or (B, M) with M = " + str(m))
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("no modality available for a sample of the batch")
+        return mask
+
+    def _forward_static(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The ONNX graph: every stream runs (static shapes, no data-dependent control flow) and the
+        mask weights the mean; equal to :meth:`forward` up to float rounding."""
+        b, m = x.shape[0], len(self.modalities)
+        xf = x.transpose(0, 1).reshape([m * b, 1] + list(x.shape[2:]))
+        mod = torch.arange(m, device=x.device).repeat_interleave(b)
+        out = self.run_streams(xf, mod).reshape([m, b, self.out_channels] + list(x.shape[2:]))
+        w = mask.t().to(out.dtype).reshape([m, b] + [1] * (out.dim() - 2))
+        return (out * w).sum(0) / w.sum(0)
+
+    @torch.jit.unused
+    def _resolve(self, x: torch.Tensor, available) -> tuple[torch.Tensor, torch.Tensor]:
+        return resolve_availability(x, self.modalities, available)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` compiles a copy whose norms hold their per-modality affine stacked
+        (:class:`_StackedModalityGroupNorm`); this module is left as it is. The scripted model takes
+        ``forward(x, available=None or a boolean mask)`` and gives the eager outputs for every subset."""
+        clone = copy.deepcopy(self)
+        for _, module in list(clone.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, ModalityGroupNorm):
+                    setattr(module, child_name, _StackedModalityGroupNorm(child))
+        clone.__class__ = _ScriptableDynamicSharingUNet
+        return clone
 
     # -- structure for GMD -----------------------------------------------------------------------
     def parameter_modality(self) -> dict[str, str | None]:
@@ -258,3 +343,10 @@ class DynamicSharingUNet(nn.Module):
         affine of modality m is touched only by the subsets containing m.
         """
         return self.space.shared_mask(self.parameter_modality().values(), subsets)
+
+
+class _ScriptableDynamicSharingUNet(DynamicSharingUNet):
+    """The class of the copy that ``torch.jit.script`` compiles (no further preparation)."""
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        return self
