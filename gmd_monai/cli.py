@@ -11,6 +11,7 @@ Commands (each is a plain function in the module named for its idea; this file o
 * ``sentiment_evaluate`` 7-subset sentiment evaluation (gmd_monai.sentiment_evaluation)
 * ``plot_diagnostics``   pictures of GMD's weights, gradients and conflicts from a training run's logs
                          (gmd_monai.diagnostics_plots)
+* ``zoo_bundle``         a self-contained Model Zoo bundle archive carrying its code (gmd_monai.zoo_bundle)
 
 One error contract for every command: a problem with the user's input (a project error, a missing or
 unreadable file, a bad value) is one line on stderr naming the file and the problem, exit code 2;
@@ -31,6 +32,7 @@ _COMMANDS = {
     "demo": ("gmd_monai.demo", "demo"),
     "sentiment_evaluate": ("gmd_monai.sentiment_evaluation", "evaluate_cli"),
     "plot_diagnostics": ("gmd_monai.diagnostics_plots", "plot_diagnostics_cli"),
+    "zoo_bundle": ("gmd_monai.zoo_bundle", "make_zoo_bundle"),
 }
 
 
