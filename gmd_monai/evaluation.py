@@ -1,7 +1,9 @@
 """Evaluation over every modality subset: per-case hard Dice and HD95 for WT, TC, ET; tables and a heatmap.
 
-The standard protocol (REFERENCE section 5): for every test case and each of the 15 subsets, the full
-volume is segmented with a sliding window, thresholded at sigmoid > 0.5, and scored per case:
+The standard protocol of the missing-modality literature (RFNet, Ding et al., ICCV 2021; GMD, Wang et
+al., AAAI 2024), with per-case hard Dice rather than the GMD code's soft batch Dice: for every test
+case and each of the 15 subsets, the full volume is segmented with a sliding window, thresholded at
+sigmoid > 0.5, and scored per case:
 
 * Dice (MONAI ``compute_dice``): an empty prediction on an empty truth scores 1.
 * HD95 in mm (MONAI ``compute_hausdorff_distance``, percentile 95, image spacing): both empty -> 0;

@@ -14,7 +14,7 @@ from gmd_monai.subsets import SubsetSpace
 
 
 def reference_merge(grads: list[torch.Tensor], perms, shared_mask: torch.Tensor, nonshared="mean"):
-    """The rule of REFERENCE section 2, written with explicit float64 vectors."""
+    """GMD's rule (Wang et al., AAAI 2024), written with explicit float64 vectors."""
     grads = [g.double() for g in grads]
     t = len(grads)
     projected = []

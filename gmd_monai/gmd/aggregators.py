@@ -5,7 +5,7 @@ objectives) and then called every step with the list of T subset losses; it writ
 returns :class:`~gmd_monai.gmd.surgery.SurgeryDiagnostics`. Plain PyTorch: usable from any loop.
 
 =============  =====================================================================================
-``gmd``        exact GMD (REFERENCE section 2): per-objective gradients, seeded PCGrad projection
+``gmd``        exact GMD (Wang et al., AAAI 2024): per-objective gradients, seeded PCGrad projection
                (``j == i`` included), mean on shared / mean-or-sum on non-shared parameters.
 ``fast_gmd``   APPROXIMATE GMD (opt-in): the Gram matrix of a cheap proxy (the per-objective gradients
                of the last parameters only, e.g. the output conv, as in MGDA-UB) gives the PCGrad

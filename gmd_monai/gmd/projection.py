@@ -7,7 +7,7 @@ objective ``i``, coefficients ``a_i`` with ``g~_i = sum_k a_ik g_k``. Then
 * ``<g~_i, g_j> = sum_k a_ik G[k, j]``
 * projecting ``g~_i`` off ``g_j`` is ``a_ij -= <g~_i, g_j> / G[j, j]``.
 
-This is the rule of REFERENCE section 2, with ``j == i`` included in the permutation (as in the
+This is GMD's rule (Wang et al., AAAI 2024), with ``j == i`` included in the permutation (as in the
 authors' code; torchjd's ``PCGradWeighting`` skips it). The result is exact, not an approximation.
 
 Example:

@@ -4,7 +4,7 @@ Plain PyTorch (no MONAI). The rule that turns a Gram matrix into weights lives i
 :mod:`gmd_monai.gmd.projection` (GMD) or in :mod:`torchjd` (other aggregators); this module only
 computes gradients and writes the merged one.
 
-Merge convention (REFERENCE section 2): with effective weights ``w`` (``merged = sum_j w_j g_j``):
+Merge convention (GMD; Wang et al., AAAI 2024): with effective weights ``w`` (``merged = sum_j w_j g_j``):
 
 * shared parameters (touched by every objective) get ``sum_j w_j g_j`` with ``w`` in the MEAN
   convention (``sum(w) == 1`` when nothing conflicts);

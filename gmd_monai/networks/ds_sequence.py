@@ -1,6 +1,6 @@
 """Dynamic Sharing (DS) sequence model for multimodal sentiment regression (text / audio / vision).
 
-The backbone the GMD authors built on (GMC, REFERENCE section 6): one encoder per modality (a GRU by
+The backbone the GMD authors built on (GMC: Poklukar et al., ICML 2022): one encoder per modality (a GRU by
 default; a Transformer option) maps that modality's sequence to a latent vector; a SHARED encoder and
 regression head are applied to each modality's latent, giving one prediction ``h_m`` per modality; the
 prediction for a set of available modalities is the mean of their ``h_m`` (late fusion). Absent

@@ -2,7 +2,7 @@
 
 Each modality runs as its own stream through the SAME convolutions, with its own GroupNorm affine
 parameters; the output for a set of available modalities is the mean of the per-modality logits
-(late fusion). Absent modalities are never computed (REFERENCE section 3).
+(late fusion). Absent modalities are never computed (Dynamic Sharing; Wang et al., AAAI 2024).
 
 Implementation: the available (sample, modality) streams are folded into the batch dimension and every
 shared convolution runs once; GroupNorm runs without affine and then applies each stream's own
@@ -177,7 +177,7 @@ def _exporting() -> bool:
 
 
 class DynamicSharingUNet(nn.Module):
-    """DS 3-D U-Net (REFERENCE section 3).
+    """DS 3-D U-Net (Dynamic Sharing; Wang et al., AAAI 2024).
 
     Args:
         modalities: modality names in input channel order (or their number M).
