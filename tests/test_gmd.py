@@ -198,6 +198,9 @@ def test_bad_inputs():
     lin = nn.Linear(2, 1)
     with pytest.raises(ValueError, match="unknown aggregation method 'pcgard'"):
         make_aggregator("pcgard", list(lin.parameters()))
+    with pytest.raises(ValueError, match="unknown aggregation method 'meen'; did you mean 'mean'"):
+        make_aggregator("meen", list(lin.parameters()))
+    assert type(make_aggregator(" Fast-GMD ", list(lin.parameters()), names=["a", "b"])).__name__ == "FastGMD"
     agg = make_aggregator("gmd", list(lin.parameters()), names=["a", "b"])
     out = lin(torch.randn(3, 2)).mean()
     with pytest.raises(ValueError, match="got 1 losses for 2 objective names"):

@@ -32,12 +32,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
+from ..options import look_up_option
 from .fast import STRATEGIES, stream_gradients
 from .projection import pcgrad_coefficients, random_permutations
 from .surgery import (
@@ -407,32 +409,48 @@ class ModalityDropout(MeanLoss):
                          reduce_fn=reduce_fn)  # fmt: skip
 
 
+def _dropping(*keys: str) -> Callable[[Callable[..., Aggregator]], Callable[..., Aggregator]]:
+    """Wrap an aggregator factory so that it ignores keyword arguments the aggregator does not take."""
+
+    def wrap(make: Callable[..., Aggregator]) -> Callable[..., Aggregator]:
+        def factory(params, **kwargs):
+            return make(params, **{k: v for k, v in kwargs.items() if k not in keys})
+
+        return factory
+
+    return wrap
+
+
+#: ``method`` name -> ``factory(params, **kwargs)``: exact and fast GMD, the baselines, then every
+#: torchjd weighting of :data:`TORCHJD_WEIGHTINGS`
+AGGREGATORS: dict[str, Callable[..., Aggregator]] = {
+    "gmd": GMD,
+    "fast_gmd": FastGMD,
+    "mean": _dropping("seed")(MeanLoss),
+    "dropout": _dropping("seed", "names")(ModalityDropout),
+    **{
+        name: _dropping("seed")(functools.partial(TorchJDWeighting, method=name))
+        for name in TORCHJD_WEIGHTINGS
+    },
+}
+
+
 def available_methods() -> list[str]:
     """Names accepted by :func:`make_aggregator`."""
-    return ["gmd", "fast_gmd", "mean", "dropout", *TORCHJD_WEIGHTINGS]
+    return list(AGGREGATORS)
 
 
 def make_aggregator(method: str, params: Sequence[torch.Tensor], **kwargs) -> Aggregator:
     """Build an aggregator by name (``gmd``, ``fast_gmd``, ``mean``, ``dropout`` or a torchjd weighting).
 
     Args:
-        method: see :func:`available_methods`.
+        method: see :func:`available_methods` (case, ``-`` and spaces do not matter).
         params: parameters to update.
         kwargs: forwarded to the aggregator (``names``, ``shared``, ``nonshared_reduction``,
             ``reduce_fn``, ``seed`` and ``strategy`` for gmd, ``proxy`` for fast_gmd,
             ``weighting_kwargs`` for torchjd, ...).
+
+    Raises:
+        ValueError: an unknown method, naming the closest valid one.
     """
-    key = str(method).strip().lower().replace("-", "_")
-    if key == "gmd":
-        return GMD(params, **kwargs)
-    if key == "fast_gmd":
-        return FastGMD(params, **kwargs)
-    kwargs.pop("seed", None)
-    if key == "mean":
-        return MeanLoss(params, **kwargs)
-    if key == "dropout":
-        kwargs.pop("names", None)
-        return ModalityDropout(params, **kwargs)
-    if key in TORCHJD_WEIGHTINGS:
-        return TorchJDWeighting(params, key, **kwargs)
-    raise ValueError(f"unknown aggregation method {method!r}; expected one of {available_methods()}")
+    return AGGREGATORS[look_up_option(method, AGGREGATORS, "aggregation method")](params, **kwargs)
