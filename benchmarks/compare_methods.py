@@ -466,7 +466,10 @@ class Comparison:
             resume = (models / "latest.pt").is_file()
             train_cmd = self.train_command(run, plan["epochs"], plan["time_limit_s"], resume)
             what = f"{plan['epochs']} epochs" + (
-                f" within {plan['time_limit_s']:.0f} s (GMD's time)" if plan["time_limit_s"] else ""
+                f" to fit GMD's {plan.get('budget_s', plan['time_limit_s']):.0f} s"
+                f" (stop at {plan['time_limit_s']:.0f} s)"
+                if plan["time_limit_s"]
+                else ""
             )
             self.log(f"  {run}: training {what}{', resuming' if resume else ''}; log {_rel(d / 'train.log')}")
             self._spawn(train_cmd, d / "train.log")

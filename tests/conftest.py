@@ -15,11 +15,17 @@ def _threads():
     yield
 
 
-@pytest.fixture
-def brats_dir() -> Path:
+def require_brats() -> Path:
+    """The real BraTS cases of ../shared, or skip the test with a message that says where they should be
+    (the one real-data skip of the suite: fixtures of any scope call it)."""
     if not BRATS_DIR.is_dir():
         pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
     return BRATS_DIR
+
+
+@pytest.fixture
+def brats_dir() -> Path:
+    return require_brats()
 
 
 def crop_brats_case(src: Path, dst: Path, size=(64, 64, 48), with_label: bool = True) -> Path:

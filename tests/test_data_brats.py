@@ -178,37 +178,51 @@ def test_validate_case_ok_and_4d(tmp_path: Path) -> None:
         validate_case({"image": three_d})
 
 
-def test_validate_case_errors(tmp_path: Path) -> None:
+def _shifted() -> np.ndarray:
+    a = np.eye(4)
+    a[:3, 3] = (0.0, 0.0, 2.0)
+    return a
+
+
+#: name -> (how a good case (8, 8, 10) is broken, the error, the message naming the file)
+BAD_CASES = {
+    "shape": (
+        lambda p: _save(p["t2"], np.ones((8, 8, 9), dtype=np.int16)),
+        ValueError,
+        r"C_t2\.nii\.gz: shape \(8, 8, 9\) differs from .*C_t1\.nii\.gz \(8, 8, 10\)",
+    ),
+    "affine": (
+        lambda p: _save(p["t2"], np.ones((8, 8, 10), dtype=np.int16), affine=_shifted()),
+        ValueError,
+        r"C_t2\.nii\.gz: affine differs from .*C_t1\.nii\.gz",
+    ),
+    "spacing": (
+        lambda p: _save(p["t2"], np.ones((8, 8, 10), dtype=np.int16), affine=np.diag([1.0, 1.0, 2.0, 1.0])),
+        ValueError,
+        r"C_t2\.nii\.gz: voxel spacing \(1, 1, 2\) differs",
+    ),
+    "label_not_3d": (
+        lambda p: _save(p["seg"], np.zeros((8, 8, 10, 2), dtype=np.uint8)),
+        ValueError,
+        r"C_seg\.nii\.gz: expected a 3-D volume",
+    ),
+    "file_missing": (lambda p: p["flair"].unlink(), FileNotFoundError, r"C_flair\.nii\.gz: file not found"),
+    "not_nifti": (
+        lambda p: p["flair"].write_bytes(b"not a nifti file"),
+        ValueError,
+        r"C_flair\.nii\.gz: cannot read the NIfTI header",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CASES))
+def test_validate_case_errors(name: str, tmp_path: Path) -> None:
     paths = _write_case(tmp_path, "C", shape=(8, 8, 10))
     item = _item(paths)
-
-    _save(paths["t2"], np.ones((8, 8, 9), dtype=np.int16))
-    with pytest.raises(
-        ValueError, match=r"C_t2\.nii\.gz: shape \(8, 8, 9\) differs from .*C_t1\.nii\.gz \(8, 8, 10\)"
-    ):
-        validate_case(item)
-
-    shifted = np.eye(4)
-    shifted[:3, 3] = (0.0, 0.0, 2.0)
-    _save(paths["t2"], np.ones((8, 8, 10), dtype=np.int16), affine=shifted)
-    with pytest.raises(ValueError, match=r"C_t2\.nii\.gz: affine differs from .*C_t1\.nii\.gz"):
-        validate_case(item)
-
-    _save(paths["t2"], np.ones((8, 8, 10), dtype=np.int16), affine=np.diag([1.0, 1.0, 2.0, 1.0]))
-    with pytest.raises(ValueError, match=r"C_t2\.nii\.gz: voxel spacing \(1, 1, 2\) differs"):
-        validate_case(item)
-
-    _save(paths["t2"], np.ones((8, 8, 10), dtype=np.int16))
-    _save(paths["seg"], np.zeros((8, 8, 10, 2), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"C_seg\.nii\.gz: expected a 3-D volume"):
-        validate_case(item)
-
-    paths["flair"].unlink()
-    with pytest.raises(FileNotFoundError, match=r"C_flair\.nii\.gz: file not found"):
-        validate_case(item)
-
-    paths["flair"].write_bytes(b"not a nifti file")
-    with pytest.raises(ValueError, match=r"C_flair\.nii\.gz: cannot read the NIfTI header"):
+    assert validate_case(item) == (8, 8, 10)
+    breaks, error, message = BAD_CASES[name]
+    breaks(paths)
+    with pytest.raises(error, match=message):
         validate_case(item)
 
 

@@ -12,13 +12,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import crop_brats_case, run_cli
+from conftest import crop_brats_case, require_brats, run_cli
 
 from gmd_monai.inference import (
     InputError,
@@ -45,9 +46,7 @@ ALLOWED_LABELS = {0, 1, 2, 4}
 
 @pytest.fixture(scope="module")
 def case_dir(tmp_path_factory) -> Path:
-    if not BRATS_DIR.is_dir():
-        pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
-    return crop_brats_case(BRATS_DIR / CASE, tmp_path_factory.mktemp("cases"), CROP)
+    return crop_brats_case(require_brats() / CASE, tmp_path_factory.mktemp("cases"), CROP)
 
 
 @pytest.fixture(scope="module")
@@ -358,55 +357,100 @@ def _nifti(path: Path, data: np.ndarray, affine=None) -> str:
     return str(path)
 
 
-@pytest.mark.realdata
-def test_bad_inputs_give_clear_errors(case_dir, ckpt, tmp_path, capsys):
-    t1ce, flair = f(case_dir, "t1ce"), f(case_dir, "flair")
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    garbage = bad / "g_t2.nii.gz"
+@pytest.fixture
+def bad(case_dir, tmp_path) -> SimpleNamespace:
+    """The inputs of the bad-input table: a real case's files and broken files beside them."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    garbage = d / "g_t2.nii.gz"
     garbage.write_bytes(b"this is not an image")
     nan = np.random.default_rng(0).random(CROP).astype(np.float32)
     nan[3, 4, 5] = np.nan
     inf = nan.copy()
     inf[3, 4, 5] = np.inf
-    four_d = _nifti(bad / "four.nii.gz", np.random.default_rng(1).random((*CROP, 2)).astype(np.float32))
-    copy = bad / "copy_flair.nii.gz"
+    flair = f(case_dir, "flair")
+    copy = d / "copy_flair.nii.gz"
     copy.write_bytes(Path(flair).read_bytes())
-    cases = [
-        (["--t1ce", str(bad / "missing.nii.gz")], ["missing.nii.gz", "file not found"]),
-        (["--t1ce", t1ce, "--t2", str(garbage)], [str(garbage), "unreadable image file"]),
-        (["--t1ce", t1ce, "--dwi", flair], ["unknown option or modality name --dwi"]),
-        (["--image", four_d, "--channels", "t1,dwi"], ["unknown modality name 'dwi'"]),
-        (["--image", four_d, "--channels", "t1,t2,flair"], [four_d, "2 volumes but 3 channel names"]),
-        (["--image", four_d], [four_d, "needs the list of its channels"]),
-        (["--t2", four_d], [four_d, "4-D image with 2 volumes, not 3-D"]),
-        (["--t2", _nifti(bad / "flat.nii.gz", np.ones((64, 64), np.float32) + np.eye(64))], ["2-D image"]),
-        (["--t2", _nifti(bad / "nan.nii.gz", nan)], ["nan.nii.gz", "1 NaN and 0 infinite voxel values"]),
-        (["--t2", _nifti(bad / "inf.nii.gz", inf)], ["inf.nii.gz", "0 NaN and 1 infinite voxel values"]),
-        (
-            ["--t1", _nifti(bad / "const.nii.gz", np.full(CROP, 7, np.int16))],
-            ["const.nii.gz", "constant image"],
-        ),
-        ([], ["no modality given"]),
-        (["--t1", flair, "--flair", flair], [flair, "same file"]),
-        (["--t1", str(copy), "--flair", flair], ["identical voxel data"]),
-        (["--case_dir", str(case_dir), "--t1", flair], ["give the inputs one way"]),
-        (["--case_dir", str(bad / "nowhere")], ["case folder not found"]),
-        (["--t1ce", t1ce, "--labels", "kits"], ["unknown label convention 'kits'"]),
-        (["--t1ce", t1ce, "--device", "cuda:7" if not torch.cuda.is_available() else "tpu"], ["--device"]),
-        (["--t1ce", t1ce, "--output", t1ce], ["would overwrite an input file"]),
-        (["--t1ce", t1ce, "--model", str(bad / "none.pt")], ["none.pt: model file not found"]),
-    ]
+    return SimpleNamespace(
+        dir=d,
+        case_dir=case_dir,
+        t1ce=f(case_dir, "t1ce"),
+        flair=flair,
+        garbage=str(garbage),
+        copy=str(copy),
+        four_d=_nifti(d / "four.nii.gz", np.random.default_rng(1).random((*CROP, 2)).astype(np.float32)),
+        flat=_nifti(d / "flat.nii.gz", np.ones((64, 64), np.float32) + np.eye(64)),
+        nan=_nifti(d / "nan.nii.gz", nan),
+        inf=_nifti(d / "inf.nii.gz", inf),
+        const=_nifti(d / "const.nii.gz", np.full(CROP, 7, np.int16)),
+    )
+
+
+#: name -> (arguments of `gmd-monai segment`, what its one error line must contain), from the inputs `b`
+BAD_INPUTS = {
+    "missing_file": lambda b: (
+        ["--t1ce", str(b.dir / "missing.nii.gz")],
+        ["missing.nii.gz", "file not found"],
+    ),
+    "garbage_bytes": lambda b: (["--t1ce", b.t1ce, "--t2", b.garbage], [b.garbage, "unreadable image file"]),
+    "unknown_modality_option": lambda b: (
+        ["--t1ce", b.t1ce, "--dwi", b.flair],
+        ["unknown option or modality name --dwi"],
+    ),
+    "unknown_channel_name": lambda b: (
+        ["--image", b.four_d, "--channels", "t1,dwi"],
+        ["unknown modality name 'dwi'"],
+    ),
+    "channel_count": lambda b: (
+        ["--image", b.four_d, "--channels", "t1,t2,flair"],
+        [b.four_d, "2 volumes but 3 channel names"],
+    ),
+    "4d_without_channels": lambda b: (["--image", b.four_d], [b.four_d, "needs the list of its channels"]),
+    "4d_as_one_modality": lambda b: (["--t2", b.four_d], [b.four_d, "4-D image with 2 volumes, not 3-D"]),
+    "2d_image": lambda b: (["--t2", b.flat], ["2-D image"]),
+    "nan": lambda b: (["--t2", b.nan], ["nan.nii.gz", "1 NaN and 0 infinite voxel values"]),
+    "inf": lambda b: (["--t2", b.inf], ["inf.nii.gz", "0 NaN and 1 infinite voxel values"]),
+    "constant_image": lambda b: (["--t1", b.const], ["const.nii.gz", "constant image"]),
+    "no_modality": lambda b: ([], ["no modality given"]),
+    "same_file_twice": lambda b: (["--t1", b.flair, "--flair", b.flair], [b.flair, "same file"]),
+    "identical_voxels": lambda b: (["--t1", b.copy, "--flair", b.flair], ["identical voxel data"]),
+    "two_ways_of_input": lambda b: (
+        ["--case_dir", str(b.case_dir), "--t1", b.flair],
+        ["give the inputs one way"],
+    ),
+    "case_folder_missing": lambda b: (["--case_dir", str(b.dir / "nowhere")], ["case folder not found"]),
+    "label_convention": lambda b: (
+        ["--t1ce", b.t1ce, "--labels", "kits"],
+        ["unknown label convention 'kits'"],
+    ),
+    "device": lambda b: (
+        ["--t1ce", b.t1ce, "--device", "cuda:7" if not torch.cuda.is_available() else "tpu"],
+        ["--device"],
+    ),
+    "output_is_an_input": lambda b: (
+        ["--t1ce", b.t1ce, "--output", b.t1ce],
+        ["would overwrite an input file"],
+    ),
+    "model_missing": lambda b: (
+        ["--t1ce", b.t1ce, "--model", str(b.dir / "none.pt")],
+        ["none.pt: model file not found"],
+    ),
+}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_inputs_give_clear_errors(name, bad, ckpt, tmp_path, capsys):
+    args, expected = BAD_INPUTS[name](bad)
     out_dir = tmp_path / "out"
-    for args, expected in cases:
-        defaults = [] if "--output" in args else ["--output", str(out_dir)]
-        defaults += [] if "--model" in args else ["--model", str(ckpt)]
-        code, _, err = run_cli(["segment", *args, *defaults, "--quiet"], capsys)
-        lines = [ln for ln in err.strip().splitlines() if ln.startswith("gmd-monai")]
-        assert code == 2, (args, err)
-        assert len(lines) == 1 and "Traceback" not in err, err
-        for e in expected:
-            assert e in lines[0], (args, lines[0])
+    defaults = [] if "--output" in args else ["--output", str(out_dir)]
+    defaults += [] if "--model" in args else ["--model", str(ckpt)]
+    code, _, err = run_cli(["segment", *args, *defaults, "--quiet"], capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("gmd-monai")]
+    assert code == 2, (args, err)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for e in expected:
+        assert e in lines[0], (args, lines[0])
     assert not out_dir.exists() or not any(out_dir.iterdir())  # nothing half-written
 
 

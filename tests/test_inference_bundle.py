@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import crop_brats_case
+from conftest import crop_brats_case, require_brats
 from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import MetaTensor
 
@@ -63,11 +63,23 @@ def test_inferer_runs_only_the_named_streams():
         inferer(MetaTensor(torch.rand(2, 1, 16, 16, 16), meta={"modalities": ["t1", "t2"]}), Stub())
 
 
+def _run_bundle_inference(datalist: dict, ckpt: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Run ``inference.yaml`` on ``datalist`` with the weights ``ckpt`` (width 0.25, a 64x64x48 window):
+    ``(datalist file, output folder)``."""
+    dl = tmp_path / "datalist.json"
+    dl.write_text(json.dumps(datalist))
+    out = tmp_path / "out"
+    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),
+                        ckpt_path=str(ckpt), width=0.25, roi_size=[64, 64, 48])  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return dl, out
+
+
 @pytest.mark.realdata
 def test_bundle_inference_any_subset_matches_cli(tmp_path):
-    if not BRATS_DIR.is_dir():
-        pytest.skip(f"real BraTS cases not available ({BRATS_DIR} is absent; see ../shared/README.md)")
-    case = crop_brats_case(BRATS_DIR / CASE, tmp_path / "src", CROP, with_label=False)
+    case = crop_brats_case(require_brats() / CASE, tmp_path / "src", CROP, with_label=False)
     f = {m: case / f"{CASE}_{m}.nii.gz" for m in MODS}
     torch.manual_seed(1)
     ckpt = tmp_path / "models" / "model.pt"
@@ -92,14 +104,7 @@ def test_bundle_inference_any_subset_matches_cli(tmp_path):
             {"image": ["src/" + CASE + "/" + f["t1"].name], "modalities": ["t1"], "case": "E"},  # relative
         ]
     }
-    dl = tmp_path / "datalist.json"
-    dl.write_text(json.dumps(datalist))
-    out = tmp_path / "out"
-    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),
-                        ckpt_path=str(ckpt), width=0.25, roi_size=[64, 64, 48])  # fmt: skip
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    dl, out = _run_bundle_inference(datalist, ckpt, tmp_path)
     expected = {"A": f["t1ce"], "p4d": four_d, "C": flat / "C_flair.nii.gz", "E": f["t1"]}
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}_gmdseg.nii.gz" for k in expected)
     for name, reference in expected.items():
@@ -192,14 +197,7 @@ def test_bundle_reads_nrrd_and_dicom_like_nifti(tmp_path):
             },
         ]
     }
-    dl = tmp_path / "datalist.json"
-    dl.write_text(json.dumps(datalist))
-    out = tmp_path / "out"
-    wf = ConfigWorkflow(config_file=str(CONFIG), workflow_type="infer", datalist=str(dl), output_dir=str(out),
-                        ckpt_path=str(ckpt), width=0.25, roi_size=[64, 64, 48])  # fmt: skip
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    _, out = _run_bundle_inference(datalist, ckpt, tmp_path)
     g, f = nib.load(out / "G_gmdseg.nii.gz"), nib.load(out / "F_gmdseg.nii.gz")
     assert f.shape == g.shape == (64, 64, 48)
     assert np.allclose(f.affine, g.affine, atol=1e-4) and np.allclose(
