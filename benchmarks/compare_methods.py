@@ -490,6 +490,7 @@ class Comparison:
             "iterations": record["iteration"],
             "train_s": round(float(record["elapsed_s"]), 1),
             "time_limit_s": plan["time_limit_s"],
+            "budget_s": plan.get("budget_s"),
             "stopped_by_limit": bool(record["stopped_by_limit"]),
             "segments": record["segments"],
             "median_epoch_s": round(statistics.median(epoch_s), 3) if epoch_s else None,

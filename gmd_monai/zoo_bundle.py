@@ -72,6 +72,7 @@ def zoo_config_text(text: str) -> str:
 
 def make_zoo_bundle(
     output: str | os.PathLike = "dist/gmd_monai_brats.zip",
+    bundle: str | os.PathLike | None = None,
     name: str = "gmd_monai_brats",
     include_models: bool = True,
     overwrite: bool = False,
@@ -80,6 +81,7 @@ def make_zoo_bundle(
 
     Args:
         output: the archive to write (``.zip``).
+        bundle: the bundle folder to pack (default: this source tree's ``bundle/``).
         name: the bundle's folder name inside the archive.
         include_models: ship ``models/`` (the trained weights and their evaluation).
         overwrite: replace an existing archive.
@@ -88,12 +90,15 @@ def make_zoo_bundle(
         The archive's path.
 
     Raises:
+        FileNotFoundError: ``bundle`` is not a bundle folder (no ``configs/metadata.json``).
         FileExistsError: ``output`` exists and ``overwrite`` is false.
     """
     output = Path(output)
+    src = Path(bundle) if bundle is not None else bundle_root()
+    if not (src / "configs" / "metadata.json").is_file():
+        raise FileNotFoundError(f"{src}: not a bundle folder (no configs/metadata.json)")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output}: exists; pass --overwrite to replace it")
-    src = bundle_root()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         root.mkdir()

@@ -15,6 +15,7 @@ CASES = {
     "prepare_datalist": [MISSING],
     "sentiment_evaluate": ["--checkpoint", f"{MISSING}.pt", "--dataset_path", f"{MISSING}.pkl"],
     "plot_diagnostics": [MISSING],
+    "zoo_bundle": ["--bundle", MISSING, "--output", "out/bundle.zip"],
 }
 #: commands without an input to miss (they create their data)
 NO_INPUT = {"synthetic", "demo"}
