@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_dice, compute_hausdorff_distance
 
+from gmd_monai.devices import resolve_device
 from gmd_monai.losses import subset_logits
 from gmd_monai.subsets import BRATS_MODALITIES, SubsetSpace
 
@@ -480,7 +481,7 @@ def evaluate_cli(
         raise ValueError("give --datalist or --dataset_dir")
     if max_cases:
         items = items[: int(max_cases)]
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = resolve_device(device)
     grid = model_config(model)  # the grid the model was trained at, recorded with its weights
     net = DynamicSharingUNet(width=grid["width"] if width is None else width)
     roi = grid["roi_size"] if roi is None else roi

@@ -47,6 +47,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
+from gmd_monai.devices import resolve_device
 from gmd_monai.losses import subset_logits
 from gmd_monai.subsets import SENTIMENT_MODALITIES, SubsetSpace
 
@@ -444,7 +445,7 @@ def evaluate_checkpoint(
     from gmd_monai.data.sentiment import SentimentDataset
     from gmd_monai.networks.ds_sequence import DynamicSharingSequenceModel
 
-    dev = torch.device(device)
+    dev = resolve_device(device)
     net = DynamicSharingSequenceModel.from_checkpoint(checkpoint, map_location=dev).to(dev)
     ds = SentimentDataset(
         dataset_path, split=split, format=format, modalities=net.modalities, reader_kwargs=dataset_kwargs

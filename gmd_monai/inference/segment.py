@@ -47,6 +47,7 @@ from monai.transforms import Compose
 from torch import nn
 
 import gmd_monai
+from gmd_monai.devices import resolve_device
 from gmd_monai.inference.errors import InferenceError, InputError
 from gmd_monai.inference.grid import ras_affine
 from gmd_monai.inference.integrity import DEFAULT_MAX_MEMORY_GB, check_memory
@@ -117,19 +118,6 @@ class SegmentationResult:
     outputs: dict[str, str | None]
     report: dict[str, Any]
     labels: np.ndarray = field(repr=False)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)`` (checked)."""
-    if device is None or str(device).lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(str(device))
-    except (RuntimeError, ValueError) as e:
-        raise InputError(f"--device {device!r}: not a device name (use auto, cpu, cuda or cuda:N)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    return dev
 
 
 def _build_item(
