@@ -41,6 +41,9 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader
 from monai.transforms import Compose, Randomizable
 
+from gmd_monai.errors import CheckpointError
+from gmd_monai.weights import load_checkpoint, load_state_dict_into, state_dict_of
+
 __all__ = [
     "LATEST",
     "BEST",
@@ -118,7 +121,7 @@ def read_model_meta(path: str | os.PathLike, checkpoint: Any = None) -> dict[str
     before). ``checkpoint``: the already loaded file, to avoid reading it twice."""
     path = Path(path)
     if checkpoint is None and path.is_file():
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint(path)
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_meta"), dict):
         return checkpoint["model_meta"]
     info = path.parent / MODEL_INFO
@@ -163,20 +166,17 @@ def load_initial_weights(
     if path is None or path == "":
         return False
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file (init_weights)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    checkpoint = load_checkpoint(path, missing=f"{path}: no such weights file (init_weights)")
+    state = state_dict_of(checkpoint, path)
     meta = read_model_meta(path, checkpoint)
     if pixdim is not None and meta and meta.get("pixdim") is not None:
         trained = [float(v) for v in meta["pixdim"]]
         wanted = [float(v) for v in (pixdim if isinstance(pixdim, Sequence) else [pixdim] * 3)]
         if not np.allclose(trained, wanted):
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: trained at {trained} mm, this run trains at {wanted} mm (init_weights)"
             )
-    target = network.module if hasattr(network, "module") else network
-    target.load_state_dict(state, strict=True)
+    load_state_dict_into(network, state, path)
     logger.info("initial weights from %s", path)
     return True
 
@@ -504,8 +504,8 @@ class BestModelSaver:
         if not self.path.is_file():
             return None
         try:
-            ckpt = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # an unreadable file is replaced by the next best
+            ckpt = load_checkpoint(self.path)
+        except (CheckpointError, OSError) as e:  # an unreadable file is replaced by the next best
             logger.warning("%s: unreadable (%s)", self.path, e)
             return None
         best = ckpt.get("best") if isinstance(ckpt, dict) else None

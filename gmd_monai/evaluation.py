@@ -34,7 +34,9 @@ from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from gmd_monai.devices import resolve_device
 from gmd_monai.losses import subset_logits
+from gmd_monai.roi import parse_roi_size
 from gmd_monai.subsets import BRATS_MODALITIES, SubsetSpace
+from gmd_monai.weights import load_weights
 
 __all__ = [
     "REGIONS",
@@ -336,7 +338,12 @@ class SubsetEvaluation:
         from tqdm import tqdm
 
         if self.checkpoint:
-            load_weights(self.network, self.checkpoint, self.device)
+            missing = (
+                f"model weights not found: {self.checkpoint}. Train with `python -m monai.bundle run "
+                "training --config_file bundle/configs/train.yaml` (writes bundle/models/model.pt) or pass "
+                "the path of your weights."
+            )
+            load_weights(self.network, self.checkpoint, self.device, missing=missing)
         self.network.to(self.device).eval()
         if len(self.dataset) == 0:
             raise ValueError("the evaluation dataset is empty (check the datalist's section)")
@@ -410,26 +417,6 @@ def _spacing(image) -> list[float] | None:
     return [float(np.linalg.norm(a[:3, i])) for i in range(3)]
 
 
-def load_weights(network: torch.nn.Module, path: str | os.PathLike, device="cpu") -> None:
-    """Load a checkpoint (bare state_dict, or a dict with ``model``/``network``) with a clear error."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"model weights not found: {p}. Train with `python -m monai.bundle run training --config_file "
-            "bundle/configs/train.yaml` (writes bundle/models/model.pt) or pass the path of your weights."
-        )
-    state = torch.load(p, map_location=device, weights_only=True)
-    if isinstance(state, dict):
-        for key in ("model", "network", "state_dict"):
-            if key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{p}: weights do not fit the network ({str(e).splitlines()[0]})") from e
-
-
 def evaluate_cli(
     model: str = "bundle/models/model.pt",
     datalist: str | None = None,
@@ -484,7 +471,7 @@ def evaluate_cli(
     dev = resolve_device(device)
     grid = model_config(model)  # the grid the model was trained at, recorded with its weights
     net = DynamicSharingUNet(width=grid["width"] if width is None else width)
-    roi = grid["roi_size"] if roi is None else roi
+    roi = grid["roi_size"] if roi is None else parse_roi_size(roi, multiple_of=16, name="--roi")
     transform = val_transforms(False, pixdim=grid["pixdim"], axcodes=grid["axcodes"], resample_label=False)
     ds = Dataset(items, transform=transform)
     runner = SubsetEvaluation(net, ds, SlidingWindowInferer(roi_size=roi, overlap=0.5, sw_batch_size=1),

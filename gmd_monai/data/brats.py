@@ -56,6 +56,7 @@ from monai.utils.type_conversion import convert_to_dst_type
 
 from gmd_monai.data.readers import ThreadSafeNibabelReader
 from gmd_monai.data.spatial import Spacingd
+from gmd_monai.roi import parse_roi_size
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
@@ -924,13 +925,6 @@ class RandPosNegCropd(RandCropByPosNegLabeld):
         return super().__call__(data, lazy=lazy)[0]
 
 
-def _roi(roi_size: Sequence[int] | int) -> tuple[int, int, int]:
-    roi = (int(roi_size),) * 3 if isinstance(roi_size, int) else tuple(int(r) for r in roi_size)
-    if len(roi) != 3 or min(roi) < 1:
-        raise ValueError(f"roi_size must be 3 positive integers, got {roi_size!r}")
-    return roi  # type: ignore[return-value]
-
-
 def _grid_part(
     keys: tuple[str, str],
     pixdim: Sequence[float] | float | None,
@@ -1014,7 +1008,7 @@ def train_transforms(
             The image is resampled bilinearly, the label regions by nearest neighbour.
         axcodes: reorient to these axis codes first (``None``: keep the data's orientation).
     """
-    roi = _roi(roi_size)
+    roi = parse_roi_size(roi_size)
     if not 0.0 <= foreground_prob <= 1.0:
         raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}")
     keys = ["image", "label"]

@@ -26,9 +26,11 @@ from typing import Any
 import torch
 
 from gmd_monai.checkpointing import read_model_meta
-from gmd_monai.inference.errors import ModelError
+from gmd_monai.inference.errors import CheckpointError, ModelError
 from gmd_monai.networks import DynamicSharingUNet
+from gmd_monai.roi import parse_roi_size
 from gmd_monai.subsets import BRATS_MODALITIES
+from gmd_monai.weights import load_checkpoint, load_state_dict_into, state_dict_of
 
 __all__ = [
     "DEFAULT_WIDTH",
@@ -139,34 +141,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return content if isinstance(content, dict) else {}
 
 
-def _state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
-    state = checkpoint
-    if isinstance(state, dict):
-        for key in ("model", "state_dict", "network"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    tensors = isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
-    if not state or not tensors:
-        raise ModelError(
-            f"{path}: not a network state_dict (expected the DynamicSharingUNet's state_dict, bare or under "
-            "'model')"
-        )
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
 def _grid_of(meta: dict[str, Any] | None) -> dict[str, Any]:
     """``pixdim``, ``axcodes``, ``roi_size`` from a checkpoint's ``model_meta`` (a weights file without
     one is the paper's: 1 mm, LPS, trained on the data's grid)."""
     meta = meta or {}
     pix = meta.get("pixdim") or (1.0, 1.0, 1.0)
     roi = meta.get("roi_size")
-    if isinstance(roi, int | float):
-        roi = [int(roi)] * 3
     return {
         "pixdim": tuple(float(p) for p in pix),
         "axcodes": str(meta.get("axcodes") or "LPS"),
-        "roi_size": tuple(int(r) for r in roi) if roi else None,
+        "roi_size": parse_roi_size(roi) if roi else None,
     }
 
 
@@ -187,14 +171,9 @@ def model_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
     meta: dict[str, Any] | None = None
     width = DEFAULT_WIDTH
     if path.is_file():
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            meta = read_model_meta(path, ckpt)
-            width = _width_from_state(_state_dict(ckpt, path), path)  # the shapes, as load_network
-        except ModelError:
-            raise
-        except Exception as e:
-            raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e})") from e
+        ckpt = load_checkpoint(path)
+        meta = read_model_meta(path, ckpt)
+        width = _width_from_state(state_dict_of(ckpt, path), path)  # the shapes, as load_network
     grid = _grid_of(meta)
     roi = grid["roi_size"] or (128, 128, 128)
     return {"width": width, "pixdim": list(grid["pixdim"]), "axcodes": grid["axcodes"], "roi_size": list(roi)}
@@ -203,7 +182,7 @@ def model_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
 def _width_from_state(state: dict[str, torch.Tensor], path: Path) -> float:
     key = "down3.conv.conv2.weight"  # out channels = round(256 * width)
     if key not in state:
-        raise ModelError(f"{path}: no {key!r} in the state_dict: not a DynamicSharingUNet checkpoint")
+        raise CheckpointError(f"{path}: no {key!r} in the state_dict: not a DynamicSharingUNet checkpoint")
     return float(state[key].shape[0]) / _BASE_CHANNELS[3]
 
 
@@ -233,8 +212,8 @@ def load_network(
             ``width`` is an error.
 
     Raises:
-        ModelError: missing weights (with how to get them), unreadable file, or weights that do not
-            fit the network.
+        ModelError: missing weights (with how to get them).
+        CheckpointError: an unreadable file, or weights that do not fit the network.
     """
     explicit = model is not None
     path = Path(model).expanduser() if explicit else default_model_path()
@@ -254,12 +233,8 @@ def load_network(
         info = ModelInfo(path=None, sha256=None, version="untrained", width=w, trained=False)
         return net.to(device).eval(), info
 
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or foreign files
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {first})") from e
-    state = _state_dict(checkpoint, path)
+    checkpoint = load_checkpoint(path)
+    state = state_dict_of(checkpoint, path)
     model_info = _read_json(path.parent / "model_info.json")
     meta = read_model_meta(path, checkpoint) or {}
     ckpt_width = _width_from_state(state, path)
@@ -272,21 +247,17 @@ def load_network(
             ckpt_width,
         )
     if width is not None and abs(float(width) - ckpt_width) > 1e-6:
-        raise ModelError(f"{path}: the checkpoint has width {ckpt_width}, not the requested {width}")
+        raise CheckpointError(f"{path}: the checkpoint has width {ckpt_width}, not the requested {width}")
     norm_mods = sorted({k.rsplit(".", 1)[-1] for k in state if ".norm1.weight." in k})
     if norm_mods and set(norm_mods) != set(BRATS_MODALITIES):
-        raise ModelError(
+        raise CheckpointError(
             f"{path}: the checkpoint's modalities are {norm_mods}, not the BraTS {list(BRATS_MODALITIES)}"
         )
     out_channels = int(state["outc.weight"].shape[0]) if "outc.weight" in state else 3
     if out_channels != 3:
-        raise ModelError(f"{path}: the checkpoint has {out_channels} outputs, expected 3 (WT, TC, ET)")
+        raise CheckpointError(f"{path}: the checkpoint has {out_channels} outputs, expected 3 (WT, TC, ET)")
     net = DynamicSharingUNet(modalities=BRATS_MODALITIES, out_channels=3, width=ckpt_width)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: the weights do not fit the network ({first})") from e
+    load_state_dict_into(net, state, path)
     info = ModelInfo(
         path=str(path.resolve()),
         sha256=_sha256(path),

@@ -88,6 +88,7 @@ from gmd_monai.inference.transforms import (
     inference_preprocessing,
     label_value_names,
 )
+from gmd_monai.roi import parse_roi_size
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
@@ -176,20 +177,6 @@ def _check_input_memory(sources: Sequence[ImageSource], max_memory_gb: float) ->
         check_memory(str(s.path), size, spacing, len(sources), None, max_memory_gb)
 
 
-def _roi(roi_size: Any) -> tuple[int, int, int]:
-    if isinstance(roi_size, (int, float)) and not isinstance(roi_size, bool):
-        roi = (int(roi_size),) * 3
-    elif isinstance(roi_size, str):
-        roi = tuple(int(v) for v in roi_size.replace("x", ",").split(",") if v.strip())  # type: ignore[assignment]
-    else:
-        roi = tuple(int(v) for v in roi_size)  # type: ignore[assignment]
-    if len(roi) == 1:
-        roi = roi * 3  # type: ignore[assignment]
-    if len(roi) != 3 or any(r < 16 or r % 16 for r in roi):
-        raise InputError(f"--roi_size {roi_size!r}: need 1 or 3 sizes, each a multiple of 16 (e.g. 128)")
-    return roi  # type: ignore[return-value]
-
-
 def segment(
     t1: str | os.PathLike | None = None,
     t1ce: str | os.PathLike | None = None,
@@ -264,7 +251,10 @@ def segment(
     """
     t_start = time.perf_counter()
     label_format = _label_format(labels)
-    roi = _roi(roi_size) if roi_size is not None else None
+    try:
+        roi = parse_roi_size(roi_size, multiple_of=16, name="--roi_size") if roi_size is not None else None
+    except ValueError as e:
+        raise InputError(str(e)) from e
     if not 0.0 <= float(overlap) < 1.0:
         raise InputError(f"--overlap {overlap}: must be in [0, 1)")
     if isinstance(max_memory_gb, bool) or not float(max_memory_gb) > 0:

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gmd_monai.subsets import SENTIMENT_MODALITIES, SubsetSpace
+from gmd_monai.weights import load_checkpoint, load_state_dict_into, state_dict_of
 
 __all__ = [
     "DynamicSharingSequenceModel",
@@ -346,7 +347,7 @@ class DynamicSharingSequenceModel(nn.Module):
                 "load_state_dict"
             )
         net = cls(**extra["config"])
-        net.load_state_dict(sd)
+        load_state_dict_into(net, sd, _describe(checkpoint))
         return net
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -506,19 +507,11 @@ def load_state_dict_from_checkpoint(
 ) -> dict[str, Any]:
     """The model state dict inside a checkpoint (plain, or under ``model`` / ``network`` / ``state_dict``)."""
     if isinstance(checkpoint, (str, os.PathLike)):
-        if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"no checkpoint at {checkpoint} (train the bundle first)")
-        ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        missing = f"no checkpoint at {checkpoint} (train the bundle first)"
+        ckpt = load_checkpoint(checkpoint, map_location=map_location, missing=missing)
     else:
         ckpt = checkpoint
-    if not isinstance(ckpt, Mapping):
-        raise ValueError(f"{_describe(checkpoint)}: expected a state dict, got {type(ckpt).__name__}")
-    for key in ("model", "network", "state_dict"):
-        if isinstance(ckpt.get(key), Mapping):
-            return dict(ckpt[key])
-    if any(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt)
-    raise ValueError(f"{_describe(checkpoint)}: no model state dict found (keys {sorted(map(str, ckpt))})")
+    return state_dict_of(ckpt, _describe(checkpoint))
 
 
 def input_sizes_from_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Any]) -> dict[str, int]:
