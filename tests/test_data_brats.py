@@ -19,6 +19,7 @@ from gmd_monai.data import (
     CheckBratsCased,
     CheckFinited,
     ConvertBratsLabelsToRegionsd,
+    DatasetIntegrityError,
     RobustZScoreNormalized,
     build_datalist,
     convert_labels_to_regions,
@@ -28,6 +29,7 @@ from gmd_monai.data import (
     train_transforms,
     val_transforms,
     validate_case,
+    verify_dataset,
 )
 from gmd_monai.data.synthetic import make_synthetic_brats
 from gmd_monai.subsets import BRATS_MODALITIES
@@ -224,6 +226,36 @@ def test_validate_case_errors(name: str, tmp_path: Path) -> None:
     breaks(paths)
     with pytest.raises(error, match=message):
         validate_case(item)
+
+
+def test_dataset_check_reports_every_bad_case_at_once(tmp_path: Path) -> None:
+    for case in ("A", "B", "C"):
+        _write_case(tmp_path, case, shape=(8, 8, 10))
+    _save(tmp_path / "A" / "A_t2.nii.gz", np.ones((8, 8, 9), dtype=np.int16))  # another shape
+    (tmp_path / "C" / "C_flair.nii.gz").write_bytes(b"not a nifti file")  # unreadable
+    with pytest.raises(DatasetIntegrityError) as info:
+        build_datalist(tmp_path, val_fraction=0.0, test_fraction=0.0)
+    err = info.value
+    assert isinstance(err, ValueError) and err.num_cases == 3
+    assert list(err.problems) == ["A", "C"]  # B is fine; both bad cases, not only the first
+    assert re.search(r"A_t2\.nii\.gz: shape \(8, 8, 9\) differs", err.problems["A"])
+    assert re.search(r"C_flair\.nii\.gz: cannot read the NIfTI header", err.problems["C"])
+    lines = str(err).splitlines()
+    assert lines[0] == "2 of 3 case(s) failed the file checks:"
+    assert lines[1].startswith("case 'A': ") and lines[2].startswith("case 'C': ") and len(lines) == 3
+    assert verify_dataset(scan_brats_folder(tmp_path)[1:2]) == {"B": (8, 8, 10)}
+
+
+def test_scan_names_every_case_that_misses_a_file(tmp_path: Path) -> None:
+    _write_case(tmp_path, "A", skip=("t2",))
+    _write_case(tmp_path, "B")
+    _write_case(tmp_path, "C", skip=("seg",))
+    with pytest.raises(FileNotFoundError) as info:
+        scan_brats_folder(tmp_path)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 cases miss files:" and len(lines) == 3
+    assert "case 'A'" in lines[1] and "A_t2.nii.gz" in lines[1]
+    assert "case 'C'" in lines[2] and "C_seg.nii.gz" in lines[2]
 
 
 def test_check_brats_cased(tmp_path: Path) -> None:

@@ -1,23 +1,18 @@
-"""Datasets: BraTS folders, datalists and transforms; synthetic demo data."""
+"""Datasets: BraTS naming, file checks, datalists, labels and transforms; synthetic demo data."""
 
-from gmd_monai.data.brats import (
-    LABEL_FORMATS,
-    REGION_NAMES,
-    CheckBratsCased,
+from gmd_monai.data.checks import CheckBratsCased, DatasetIntegrityError, validate_case, verify_dataset
+from gmd_monai.data.datalist import build_datalist, read_case_list, scan_brats_folder
+from gmd_monai.data.labels import LABEL_FORMATS, REGION_NAMES, convert_labels_to_regions
+from gmd_monai.data.synthetic import ensure_synthetic_brats, make_synthetic_brats
+from gmd_monai.data.transforms import (
     CheckFinited,
     ConvertBratsLabelsToRegionsd,
     RandPosNegCropd,
     RobustZScoreNormalized,
-    build_datalist,
-    convert_labels_to_regions,
-    read_case_list,
     robust_zscore,
-    scan_brats_folder,
     train_transforms,
     val_transforms,
-    validate_case,
 )
-from gmd_monai.data.synthetic import ensure_synthetic_brats, make_synthetic_brats
 
 __all__ = [
     "LABEL_FORMATS",
@@ -25,6 +20,7 @@ __all__ = [
     "CheckBratsCased",
     "CheckFinited",
     "ConvertBratsLabelsToRegionsd",
+    "DatasetIntegrityError",
     "RandPosNegCropd",
     "RobustZScoreNormalized",
     "build_datalist",
@@ -37,4 +33,5 @@ __all__ = [
     "train_transforms",
     "val_transforms",
     "validate_case",
+    "verify_dataset",
 ]
