@@ -2,7 +2,12 @@
 
 Modules (data flows top to bottom):
 
-- :mod:`~gmd_monai.inference.io`: modality names, NIfTI / DICOM sources, checks, case folders, datalists;
+- :mod:`~gmd_monai.inference.sources`: which file or DICOM folder holds which modality (names read with
+  :mod:`gmd_monai.data.naming`, as in training);
+- :mod:`~gmd_monai.inference.images`: reading one image with its checks, writing a NIfTI like another;
+- :mod:`~gmd_monai.inference.case`: a whole case on the reference grid;
+- :mod:`~gmd_monai.inference.datalist`: the cases bundle inference segments
+  (:mod:`~gmd_monai.inference.io` gathers these names, the import path configs use);
 - :mod:`~gmd_monai.inference.grid`: grid comparison, resampling, rigid co-registration (SimpleITK);
 - :mod:`~gmd_monai.inference.transforms`: MONAI transforms and the modality-aware sliding-window
   inferer, shared with ``bundle/configs/inference.yaml``;

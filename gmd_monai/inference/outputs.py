@@ -18,8 +18,9 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from gmd_monai.data.naming import NIFTI_EXTENSIONS, strip_extension
 from gmd_monai.inference.errors import InputError
-from gmd_monai.inference.io import ImageSource
+from gmd_monai.inference.sources import ImageSource
 
 __all__ = [
     "SEGMENTATION_SUFFIX",
@@ -35,15 +36,7 @@ __all__ = [
 SEGMENTATION_SUFFIX = "_gmdseg"
 #: Hidden temporary files are ``.gmd-tmp-<pid>-<final name>`` in the output folder.
 TMP_PREFIX = ".gmd-tmp-"
-_NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _TMP_NAME = re.compile(r"^(?:\.gmd-tmp-|\.tmp-)(?P<pid>\d+)-(?P<name>.+)$")
-
-
-def _strip_nifti(name: str) -> str:
-    for ext in _NIFTI_SUFFIXES:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return name
 
 
 def output_paths(output: str | os.PathLike | None, case_id: str) -> dict[str, Path]:
@@ -59,10 +52,10 @@ def output_paths(output: str | os.PathLike | None, case_id: str) -> dict[str, Pa
         label = Path.cwd() / default
     else:
         p = Path(os.fspath(output)).expanduser()
-        is_file = p.name.lower().endswith(_NIFTI_SUFFIXES) and not p.is_dir()
+        is_file = p.name.lower().endswith(NIFTI_EXTENSIONS) and not p.is_dir()
         label = p if is_file else p / default
     label = label.resolve()
-    base = _strip_nifti(label.name)
+    base = strip_extension(label.name)
     for suffix in (SEGMENTATION_SUFFIX, "_seg"):
         if base.endswith(suffix) and len(base) > len(suffix):
             base = base[: -len(suffix)]

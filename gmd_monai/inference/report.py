@@ -64,7 +64,7 @@ _PRETTY = {"t1": "T1", "t1ce": "T1ce", "t2": "T2", "flair": "FLAIR"}
 
 def _subset_key(names: Sequence[str] | str) -> str:
     """Canonical subset name (``"flair+t1c"`` -> ``"t1ce+flair"``)."""
-    from gmd_monai.inference.io import parse_modality_list
+    from gmd_monai.data.naming import parse_modality_list
 
     mods = parse_modality_list(names)
     return _SPACE.name(_SPACE.index(mods))

@@ -47,22 +47,13 @@ from monai.transforms import Compose
 from torch import nn
 
 import gmd_monai
+from gmd_monai.data.naming import canonical_modality, is_modality_name
 from gmd_monai.devices import resolve_device
+from gmd_monai.inference.case import LoadedCase, case_id_of
 from gmd_monai.inference.errors import InferenceError, InputError
 from gmd_monai.inference.grid import ras_affine
+from gmd_monai.inference.images import write_nifti_like
 from gmd_monai.inference.integrity import DEFAULT_MAX_MEMORY_GB, check_memory
-from gmd_monai.inference.io import (
-    MODALITY_ALIASES,
-    ImageSource,
-    LoadedCase,
-    canonical_modality,
-    case_id_of,
-    check_sources,
-    find_case_files,
-    find_case_folders,
-    sources_from_item,
-    write_nifti_like,
-)
 from gmd_monai.inference.model import ModelInfo, load_network
 from gmd_monai.inference.outputs import (
     SEGMENTATION_SUFFIX,
@@ -79,6 +70,13 @@ from gmd_monai.inference.report import (
     reliability,
     to_json,
     write_montage,
+)
+from gmd_monai.inference.sources import (
+    ImageSource,
+    check_sources,
+    find_case_files,
+    find_case_folders,
+    sources_from_item,
 )
 from gmd_monai.inference.transforms import (
     LABEL_VALUES,
@@ -261,7 +259,7 @@ def segment(
         raise InputError(f"--max_memory_gb {max_memory_gb}: must be a positive number of GiB")
     modality_paths: dict[str, Any] = {"t1": t1, "t1ce": t1ce, "t2": t2, "flair": flair}
     for k, v in (extra_inputs or {}).items():
-        if str(k).strip().lower() not in MODALITY_ALIASES:
+        if not is_modality_name(str(k)):
             raise InputError(
                 f"unknown option or modality name --{k}; modalities are --t1, --t1ce, --t2, --flair "
                 "(aliases --t1n, --t1c, --t2w, --t2f)"

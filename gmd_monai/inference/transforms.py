@@ -53,16 +53,12 @@ from monai.transforms import (
 )
 from monai.utils.type_conversion import convert_to_dst_type
 
-from gmd_monai.data.brats import RobustZScoreNormalized
+from gmd_monai.data.naming import MODALITY_ALIASES
 from gmd_monai.data.spatial import Spacingd
+from gmd_monai.data.transforms import RobustZScoreNormalized
+from gmd_monai.inference.case import case_id_of, case_to_metatensor, load_case
 from gmd_monai.inference.errors import InputError
-from gmd_monai.inference.io import (
-    MODALITY_ALIASES,
-    case_id_of,
-    case_to_metatensor,
-    load_case,
-    sources_from_item,
-)
+from gmd_monai.inference.sources import sources_from_item
 from gmd_monai.subsets import BRATS_MODALITIES
 
 __all__ = [
