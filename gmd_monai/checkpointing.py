@@ -464,6 +464,29 @@ class TrainingCheckpoint:
         self._last_save = time.monotonic()
 
 
+#: What the 15-subset evaluation publishes next to the weights it measured (and the names the clinician's
+#: report reads its accuracy table from): stale once the weights change.
+EVALUATION_FILES: tuple[str, ...] = (
+    "subset_summary.csv",
+    "subset_dice.csv",
+    "subset_dice.json",
+    "subset_table.md",
+    "subset_dice.png",
+    "per_case.csv",
+)
+
+
+def _retire_evaluation(folder: Path) -> None:
+    stale = [folder / n for n in EVALUATION_FILES if (folder / n).is_file()]
+    if not stale:
+        return
+    previous = folder / "previous_evaluation"
+    previous.mkdir(exist_ok=True)
+    for f in stale:
+        os.replace(f, previous / f.name)
+    logger.info("evaluation of the earlier weights moved to %s (it does not describe the new ones)", previous)
+
+
 class BestModelSaver:
     """Write ``model.pt`` (``{"model": state_dict, "model_meta": ..., "best": ...}``) at each new best.
 
@@ -471,6 +494,9 @@ class BestModelSaver:
     ``state.best_metric_epoch == state.epoch``); the file is replaced only when that metric is also
     better than the one recorded in the existing ``model.pt``, so a resumed run never replaces a better
     model with a worse one. ``model_info.json`` beside it repeats the metadata in readable form.
+    Evaluation results of earlier weights in the folder (:data:`EVALUATION_FILES`: the accuracy table the
+    clinician's report quotes) are moved into ``previous_evaluation/`` when ``model.pt`` is replaced, so
+    that no report quotes another model's accuracy for these weights.
 
     Args:
         save_dir: folder of ``model.pt``.
@@ -534,6 +560,7 @@ class BestModelSaver:
         best = {"metric": metric, "epoch": int(state.epoch), "metric_name": name}
         ckpt = {"model": _unwrap(self.network).state_dict(), "model_meta": self.meta, "best": best}
         DiskSaver(str(self.save_dir), atomic=True, require_empty=False)(ckpt, self.filename)
+        _retire_evaluation(self.save_dir)
         info = {
             "weights": self.filename,
             "width": self.meta.get("width"),

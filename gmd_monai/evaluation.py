@@ -280,7 +280,7 @@ def write_reports(rows: list[dict], space: SubsetSpace, output_dir: str | os.Pat
     }
     _write_csv(paths["per_case"], rows)
     _write_csv(paths["summary"], summary)
-    paths["markdown"].write_text(markdown_table(summary, space))
+    paths["markdown"].write_text(markdown_table(summary, space), encoding="utf-8")
     heatmap_png(summary, paths["heatmap"])
     return {k: str(v) for k, v in paths.items()}
 

@@ -339,7 +339,7 @@ def write_tables(
         "Mean over subsets: " + ", ".join(f"{METRIC_NAMES[k]} {_fmt(k, means[k], True)}" for k in keys),
         "",
     ]
-    Path(paths["markdown"]).write_text("\n".join(lines))
+    Path(paths["markdown"]).write_text("\n".join(lines), encoding="utf-8")
     Path(paths["json"]).write_text(json.dumps({"rows": list(rows), "mean": means}, indent=1, allow_nan=True))
     if plot:
         paths["png"] = str(out / f"{prefix}.png")

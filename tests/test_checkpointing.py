@@ -197,6 +197,22 @@ def test_best_model_never_replaced_by_a_worse_one(tmp_path):
     assert read_model_meta(tmp_path / "model.pt")["pixdim"] == [2.0, 2.0, 2.0]
 
 
+def test_new_weights_retire_the_evaluation_of_the_old_ones(tmp_path):
+    """A report must never quote the shipped model's accuracy for weights trained over it."""
+    from gmd_monai.checkpointing import EVALUATION_FILES
+    from gmd_monai.inference.report import SUBSET_TABLE_NAMES, find_subset_table
+
+    assert set(SUBSET_TABLE_NAMES) <= set(EVALUATION_FILES)
+    torch.save({"model": {}}, tmp_path / "model.pt")
+    (tmp_path / "subset_summary.csv").write_text("subset,WT,TC,ET\nt1,0.9,0.8,0.7\n")
+    (tmp_path / "per_case.csv").write_text("case\n")
+    assert find_subset_table(tmp_path / "model.pt") == tmp_path / "subset_summary.csv"
+    BestModelSaver(tmp_path, DynamicSharingUNet(width=0.25))(_validator(0.5, 1))
+    assert find_subset_table(tmp_path / "model.pt") is None
+    moved = sorted(p.name for p in (tmp_path / "previous_evaluation").iterdir())
+    assert moved == ["per_case.csv", "subset_summary.csv"]
+
+
 def test_epoch_progress_line_has_loss_elapsed_and_eta(caplog):
     from gmd_monai.engine import EpochProgressLogger
 
