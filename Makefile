@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench monailabel-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,5 +31,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	bash benchmarks/run_all.sh
 
+# a real MONAI Label server with this bundle, in its own venv (.venv-monailabel): /info, /infer, /train
+monailabel-check:
+	bash scripts/monailabel_check/run.sh
+
 clean:
-	rm -rf $(VENV) bundle/data bundle/runs bundle/eval demo_output .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-monailabel bundle/data bundle/runs bundle/eval demo_output .pytest_cache .ruff_cache

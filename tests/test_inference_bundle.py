@@ -42,6 +42,18 @@ def test_infer_workflow_properties_and_network_def():
     assert wf.parser["postprocessing"]["transforms"][-1]["output_dtype"] == "$numpy.uint8"
 
 
+@pytest.mark.parametrize("label_format, et", [("brats2018", 4), ("brats2021", 3)])
+def test_label_names_are_the_values_the_map_holds(label_format, et):
+    """MONAI Label shows `label_names` (bundle/monailabel/main.py): one name per value the map can hold."""
+    parser = ConfigParser()
+    parser.read_config(str(CONFIG))
+    parser["label_format"] = label_format
+    names = parser.get_parsed_content("label_names")
+    assert sorted(int(v) for v in names) == [0, 1, 2, et]
+    assert names["0"] == "background" and "necrotic" in names["1"] and "oedema" in names["2"]
+    assert "enhancing" in names[str(et)]
+
+
 def test_inferer_runs_only_the_named_streams():
     seen: list[tuple[int, tuple[str, ...]]] = []
 
