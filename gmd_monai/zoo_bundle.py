@@ -2,9 +2,9 @@
 
 The Model Zoo's CI pip-installs the bundle's ``required_packages_version``; ``gmd-monai`` is not on PyPI,
 so a bundle whose configs call ``gmd_monai.*`` cannot run there. :func:`make_zoo_bundle` writes the zoo
-layout (``configs/``, ``models/``, ``docs/``, ``scripts/``, ``LICENSE``) with this package copied into
-``scripts/gmd_monai`` at build time (git keeps one copy of the sources), and every config changed in
-two lines only:
+layout (``configs/``, ``models/``, ``docs/``, ``scripts/``, ``LICENSE``, and the MONAI Label app
+``monailabel/``) with this package copied into ``scripts/gmd_monai`` at build time (git keeps one copy
+of the sources), and every config changed in two lines only:
 
 * ``bundle_root: .``: the zoo runs a bundle from its own folder
   (``python -m monai.bundle run --config_file configs/inference.yaml``);
@@ -104,6 +104,8 @@ def make_zoo_bundle(
         root.mkdir()
         shutil.copytree(src / "configs", root / "configs", ignore=_IGNORE)
         shutil.copytree(src / "docs", root / "docs", ignore=_IGNORE)
+        if (src / "monailabel").is_dir():  # the bundle's MONAI Label app
+            shutil.copytree(src / "monailabel", root / "monailabel", ignore=_IGNORE)
         if include_models and (src / "models").is_dir():
             shutil.copytree(src / "models", root / "models", ignore=_IGNORE)
         for extra in ("LICENSE",):

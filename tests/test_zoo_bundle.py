@@ -49,7 +49,14 @@ def test_zoo_bundle_runs_inference_without_gmd_monai_installed(tmp_path):
         make_zoo_bundle(archive)
     zipfile.ZipFile(archive).extractall(tmp_path / "unpacked")
     root = tmp_path / "unpacked" / NAME
-    assert {p.name for p in root.iterdir()} >= {"configs", "models", "docs", "scripts", "LICENSE"}
+    assert {p.name for p in root.iterdir()} >= {
+        "configs",
+        "models",
+        "docs",
+        "scripts",
+        "LICENSE",
+        "monailabel",
+    }
     meta = json.loads((root / "configs" / "metadata.json").read_text())
     assert "gmd-monai" not in meta["required_packages_version"] and "monai_version" in meta
     assert "bundle_root: .\n" in (root / "configs" / "inference.yaml").read_text()

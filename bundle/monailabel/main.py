@@ -68,11 +68,11 @@ class FineTuneTrainTask(BundleTrainTask):
         return super().__call__(request, datastore)
 
     def _update_overrides(self, overrides: dict) -> dict:
-        sys.path.insert(0, self.bundle_path)  # a zoo archive carries the package under scripts/
-        try:
-            from gmd_monai.fine_tuning import fine_tuning_overrides
-        finally:
-            sys.path.remove(self.bundle_path)
+        scripts = os.path.join(self.bundle_path, "scripts")  # a zoo archive carries the package there
+        if os.path.isdir(os.path.join(scripts, "gmd_monai")) and scripts not in sys.path:
+            sys.path.insert(0, scripts)
+        from gmd_monai.fine_tuning import fine_tuning_overrides
+
         if self._init_from:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             backup = os.path.join(os.path.dirname(self._init_from), f"model_before_train_{stamp}.pt")
