@@ -12,10 +12,14 @@ import pytest
 import torch
 
 from gmd_monai.data.sentiment import (
+    FORMATS,
+    READERS,
     SentimentDataset,
+    SentimentReader,
     align_to_segments,
     csd_label_segments,
     detect_format,
+    find_reader,
     load_csd_dataset,
     load_mfn_h5,
     load_mmsa_pickle,
@@ -438,3 +442,104 @@ def test_mfn_missing_file(tmp_path):
     os.remove(tmp_path / "y_test.h5")
     with pytest.raises(ValueError, match="cannot tell the format of this folder"):
         detect_format(tmp_path)
+
+
+# ---- one reader per format behind one interface ------------------------------------------------
+def _write_mfn(folder: Path, n: int = 4) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, d in {"text_test_emb.h5": 6, "audio_test.h5": 3, "video_test.h5": 2}.items():
+        with h5py.File(folder / name, "w") as f:
+            f.create_dataset("d1", data=rng.normal(size=(n, 5, d)).astype(np.float32))
+    with h5py.File(folder / "y_test.h5", "w") as f:
+        f.create_dataset("d1", data=np.eye(3)[np.arange(n) % 3])
+    return folder
+
+
+def _one_of_each(tmp_path: Path, fmt: str) -> Path:
+    if fmt == "mult":
+        return _dump(tmp_path / "mosi_data.pkl", _mult())
+    if fmt == "mmsa":
+        return _dump(tmp_path / "aligned_50.pkl", _mmsa())
+    if fmt == "csd":
+        return _write_csd(
+            tmp_path / "labels.csd", "labels", {"a": (np.ones((2, 1)), np.array([[0, 1], [1, 2]]))}
+        )
+    return _write_mfn(tmp_path / "youtube")
+
+
+def test_one_reader_per_format():
+    assert tuple(READERS) == FORMATS == ("mult", "mmsa", "csd", "mfn_h5")
+    for name, reader in READERS.items():
+        assert isinstance(reader, SentimentReader) and reader.format == name
+    with pytest.raises(TypeError):  # the table is read-only: FORMATS always names every reader
+        READERS["npz"] = READERS["mult"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("fmt", ["mult", "mmsa", "csd", "mfn_h5"])
+def test_detect_picks_the_reader_of_each_format(tmp_path, fmt):
+    p = _one_of_each(tmp_path, fmt)
+    assert {name for name, reader in READERS.items() if reader.detect(p)} == {fmt}
+    assert find_reader(p) is READERS[fmt] and detect_format(p) == fmt
+    assert not any(reader.detect(tmp_path / "absent.pkl") for reader in READERS.values())
+
+
+@pytest.mark.parametrize("fmt", ["mult", "mmsa", "mfn_h5"])
+def test_reader_reads_like_load_sentiment(tmp_path, fmt):
+    p = _one_of_each(tmp_path, fmt)
+    direct, loaded = READERS[fmt].read(p), load_sentiment(p, cache=False)
+    assert list(direct) == list(loaded)
+    for split in direct:
+        a, b = direct[split], loaded[split]
+        assert a.ids == b.ids and a.feature_sizes == b.feature_sizes
+        np.testing.assert_array_equal(a.labels, b.labels)
+        for m in a.features:
+            np.testing.assert_array_equal(a.features[m], b.features[m])
+
+
+@pytest.mark.parametrize("name", ["data.json", "data.npz", "data", "data.pkl.bak"])
+def test_no_reader_for_an_unknown_file_names_it(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"not a dataset")
+    assert not any(reader.detect(p) for reader in READERS.values())
+    with pytest.raises(ValueError, match="unknown file type") as err:
+        find_reader(p)
+    assert str(p) in str(err.value) and "nothing was read" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ({"train": {"text": np.zeros((2, 1, 1))}}, "unknown pickle layout"),
+        ({"other": {}}, "no train/valid/test split in this pickle"),
+        ([1, 2], "expected a dict of splits"),
+    ],
+)
+def test_no_reader_for_an_unknown_pickle_names_it(tmp_path, content, match):
+    p = _dump(tmp_path / "odd.pkl", content)
+    assert not any(reader.detect(p) for reader in READERS.values())
+    with pytest.raises(ValueError, match=match) as err:
+        find_reader(p)
+    assert str(p) in str(err.value)
+
+
+def test_no_reader_for_a_missing_path_or_a_plain_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder") as err:
+        find_reader(tmp_path / "absent")
+    assert str(tmp_path / "absent") in str(err.value)
+    with pytest.raises(ValueError, match="cannot tell the format of this folder") as err:
+        find_reader(tmp_path)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_moved_names_are_the_same_objects():
+    import importlib
+
+    import gmd_monai.data.sentiment as sentiment
+
+    homes = [
+        importlib.import_module(f"gmd_monai.data.sentiment_{m}")
+        for m in ("csd", "dataset", "files", "mfn", "mmsa", "mult", "readers", "splits")
+    ]
+    for name in sentiment.__all__:
+        assert any(getattr(home, name, None) is getattr(sentiment, name) for home in homes), name
