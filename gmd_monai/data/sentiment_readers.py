@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -78,6 +78,8 @@ class PickleReader(SentimentReader):
 
     #: The key of the labels in each split: it tells the layouts apart (see :func:`pickle_reader`).
     label_key: ClassVar[str]
+    #: The layout's parser, ``parse(data, path, **kwargs)`` (a ``staticmethod``).
+    parse: ClassVar[Callable[..., dict[str, SentimentSplit]]]
 
     def detect(self, path: str | os.PathLike) -> bool:
         p = Path(path)
@@ -91,9 +93,9 @@ class PickleReader(SentimentReader):
     def read(self, path: str | os.PathLike, **kwargs: Any) -> dict[str, SentimentSplit]:
         return self.read_data(read_pickle(path), str(path), **kwargs)
 
-    @abstractmethod
     def read_data(self, data: Any, path: str, **kwargs: Any) -> dict[str, SentimentSplit]:
         """Read the unpickled ``data`` of ``path`` (``path`` only names the file in messages)."""
+        return self.parse(data, path, **kwargs)
 
 
 class MultReader(PickleReader):
@@ -104,9 +106,7 @@ class MultReader(PickleReader):
 
     format = "mult"
     label_key = "labels"
-
-    def read_data(self, data: Any, path: str, **kwargs: Any) -> dict[str, SentimentSplit]:
-        return mult_from_data(data, path, **kwargs)
+    parse = staticmethod(mult_from_data)
 
 
 class MMSAReader(PickleReader):
@@ -117,9 +117,7 @@ class MMSAReader(PickleReader):
 
     format = "mmsa"
     label_key = "regression_labels"
-
-    def read_data(self, data: Any, path: str, **kwargs: Any) -> dict[str, SentimentSplit]:
-        return mmsa_from_data(data, path, **kwargs)
+    parse = staticmethod(mmsa_from_data)
 
 
 class CSDReader(SentimentReader):
