@@ -54,7 +54,8 @@ def build_trainer(args: argparse.Namespace):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(CONFIG))
+    # without --dataset_dir: the built-in synthetic dataset and its tiny recipe (configs/synthetic.yaml)
+    parser.read_config([str(CONFIG)] + ([] if args.dataset_dir else [str(CONFIG.parent / "synthetic.yaml")]))
     bundle_root = args.bundle_root or str(Path(tempfile.gettempdir()) / "gmd_bench_data_bundle")
     parser["bundle_root"] = bundle_root
     parser["device"] = f"$torch.device('{args.device}')"
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
     trainer = parser.get_parsed_content("train#trainer")
     loader = parser.get_parsed_content("train#dataloader")
     emit("config", CONFIG.relative_to(ROOT))
-    emit("data", "synthetic" if parser.get_parsed_content("use_synthetic") else args.dataset_dir)
+    emit("data", args.dataset_dir or "synthetic")
     emit("roi", parser.get_parsed_content("roi_size"))
     emit("batch_size", parser.get_parsed_content("batch_size"))
     emit("num_workers", loader.num_workers)

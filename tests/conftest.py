@@ -59,3 +59,14 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = int(e.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def run_workflow(config, workflow_type: str = "train", **overrides):
+    """A bundle workflow run as ``monai.bundle run`` does it: initialize, run, finalize."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=config, workflow_type=workflow_type, **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf

@@ -253,7 +253,8 @@ def test_bundle_trains_with_torchrun_on_two_gloo_ranks(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         "-m", "monai.bundle", "run", "training",
-        "--config_file", f"['{configs / 'train.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
+        "--config_file",
+        f"['{configs / 'train.yaml'}','{configs / 'synthetic.yaml'}','{configs / 'multi_gpu_train.yaml'}']",
         "--bundle_root", str(tmp_path), "--max_epochs", "1", "--val_interval", "1", "--width", "0.25",
         "--num_workers", "0",
     ]  # fmt: skip

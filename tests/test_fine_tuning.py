@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_workflow
 from monai.bundle import ConfigWorkflow
 
 from gmd_monai.checkpointing import model_meta, read_model_meta
@@ -41,11 +42,7 @@ def _train(tmp: Path, data: Path, **overrides) -> ConfigWorkflow:
         test_fraction=0.0,
         progress_bar=False,
     )
-    wf = ConfigWorkflow(config_file=TRAIN, workflow_type="train", **{**base, **overrides})
-    wf.initialize()
-    wf.run()
-    wf.finalize()
-    return wf
+    return run_workflow(TRAIN, **{**base, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -382,7 +382,10 @@ def load_or_build_datalist(
     """
     if datalist is None:
         if dataset_dir is None:
-            raise ValueError("no data: set dataset_dir (a BraTS folder) or datalist (a datalist JSON)")
+            raise ValueError(
+                "no data: set --dataset_dir (a BraTS folder) or --datalist (a datalist JSON), or add "
+                "configs/synthetic.yaml to the config files for the built-in synthetic dataset"
+            )
         if train_list is not None:
             data = build_datalist(dataset_dir, train_list=train_list, val_list=val_list, test_list=test_list)
         else:
