@@ -437,8 +437,24 @@ def test_disk_full_while_writing_leaves_nothing(case, probe, capsys, tmp_path, m
 # ----------------------------------------------------------------------------------------------
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A test run started in the background (``make test &``) inherits SIGINT ignored, which the command
+    rightly leaves alone; these tests need it as a terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture
+def interruptible():
+    previous = signal.getsignal(signal.SIGINT)
+    _sigint_as_in_a_terminal()
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["INT", "TERM"])
-def test_interrupt_while_writing_leaves_nothing(sig, code, case, probe, capsys, tmp_path, monkeypatch):
+def test_interrupt_while_writing_leaves_nothing(
+    sig, code, case, probe, capsys, tmp_path, monkeypatch, interruptible
+):
     real = segment_mod.write_nifti_like
 
     def write_then_signal(*a, **k):
@@ -488,6 +504,7 @@ def test_signal_from_another_process_while_writing(sig, code, case, tmp_path):
         [sys.executable, "-c", _SLOW_WRITER, *args, "--device", "cpu"],
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
     )
     try:
         err = []
