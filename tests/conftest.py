@@ -70,3 +70,23 @@ def run_workflow(config, workflow_type: str = "train", **overrides):
     wf.run()
     wf.finalize()
     return wf
+
+
+def brats_train_overrides(tmp: Path, dataset_dir, **extra) -> dict:
+    """A one-epoch BraTS bundle run into ``tmp`` (models/, runs/) on ``dataset_dir``: width 0.25, 16^3
+    crops, batch 2, validation after the epoch; ``extra`` overrides any of it."""
+    base = dict(
+        bundle_root=str(Path(__file__).resolve().parents[1] / "bundle"),
+        dataset_dir=str(dataset_dir),
+        ckpt_dir=str(tmp / "models"),
+        output_dir=str(tmp / "runs"),
+        max_epochs=1,
+        val_interval=1,
+        width=0.25,
+        roi_size=[16, 16, 16],
+        batch_size=2,
+        num_workers=0,
+        val_fraction=0.25,
+        test_fraction=0.25,
+    )
+    return {**base, **extra}

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import run_workflow
+from conftest import brats_train_overrides, run_workflow
 from monai.bundle import ConfigWorkflow
 
 from gmd_monai.data.synthetic import make_synthetic_brats
@@ -21,21 +21,7 @@ NAMES = SubsetSpace(BRATS_MODALITIES).names
 
 
 def _overrides(tmp: Path, dataset_dir: str, **extra) -> dict:
-    base = dict(
-        bundle_root=str(REPO / "bundle"),
-        dataset_dir=dataset_dir,
-        ckpt_dir=str(tmp / "models"),
-        output_dir=str(tmp / "runs"),
-        max_epochs=1,
-        val_interval=1,
-        width=0.25,
-        roi_size=[16, 16, 16],
-        batch_size=2,
-        num_workers=0,
-        val_fraction=0.25,
-        test_fraction=0.25,
-    )
-    return {**base, **extra}
+    return brats_train_overrides(tmp, dataset_dir, **extra)
 
 
 def _run(config, **overrides) -> ConfigWorkflow:

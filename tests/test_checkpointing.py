@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import brats_train_overrides
 from ignite.engine import Engine
 
 from gmd_monai.checkpointing import BestModelSaver, load_initial_weights, model_meta, read_model_meta
@@ -65,24 +66,8 @@ def data_dir(tmp_path_factory) -> str:
 
 
 def _overrides(data_dir: str, run: Path, **extra) -> dict:
-    base = dict(
-        bundle_root=str(REPO / "bundle"),
-        dataset_dir=data_dir,
-        ckpt_dir=str(run / "models"),
-        output_dir=str(run / "runs"),
-        max_epochs=EPOCHS,
-        val_interval=1,
-        width=0.25,
-        roi_size=[16, 16, 16],
-        batch_size=1,
-        num_workers=0,
-        val_fraction=0.25,
-        test_fraction=0.0,
-        learning_rate=0.01,
-        foreground_prob=0.5,
-        checkpoint_minutes=0,
-    )
-    return {**base, **extra}
+    recipe = dict(max_epochs=EPOCHS, batch_size=1, test_fraction=0.0, learning_rate=0.01, foreground_prob=0.5)
+    return brats_train_overrides(run, data_dir, checkpoint_minutes=0, **{**recipe, **extra})
 
 
 def _run(overrides: dict, env_extra: dict | None = None) -> subprocess.CompletedProcess:

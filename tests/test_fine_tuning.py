@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_workflow
+from conftest import brats_train_overrides, run_workflow
 from monai.bundle import ConfigWorkflow
 
 from gmd_monai.checkpointing import model_meta, read_model_meta
@@ -29,19 +29,10 @@ def _weights(path: Path, width: float, meta_width: float | None = None) -> Path:
 
 
 def _train(tmp: Path, data: Path, **overrides) -> ConfigWorkflow:
-    base = dict(
-        bundle_root=str(REPO / "bundle"),
-        dataset_dir=str(data),
-        ckpt_dir=str(tmp / "models"),
-        output_dir=str(tmp / "runs"),
-        max_epochs=1,
-        val_interval=1,
-        batch_size=2,
-        num_workers=0,
-        val_fraction=0.25,
-        test_fraction=0.0,
-        progress_bar=False,
-    )
+    # width, grid and crop come from the weights (the overrides), not from the test's defaults
+    base = brats_train_overrides(tmp, data, test_fraction=0.0, progress_bar=False)
+    for key in ("width", "roi_size"):
+        base.pop(key)
     return run_workflow(TRAIN, **{**base, **overrides})
 
 
