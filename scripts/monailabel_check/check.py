@@ -1,8 +1,8 @@
 """This bundle served by a real MONAI Label server, checked end to end (``make monailabel-check``).
 
 Copies the bundle (so that training through the server cannot touch the repository's weights), builds a
-studies folder from two real BraTS cases, starts ``monailabel start_server`` with the bundle's app on
-127.0.0.1 (nothing fetched), and checks over HTTP:
+studies folder from three real BraTS cases, starts the server with the documented command
+(``bundle/docs/run_monailabel.sh``: the bundle's app on 127.0.0.1, nothing fetched), and checks over HTTP:
 
 1. ``/info``: the model is listed with the label map's names and values (0 background, 1 necrotic core,
    2 oedema, 4 enhancing tumour) and a trainer;
@@ -277,9 +277,9 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = work / "server.log"
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(bundle / "monailabel")]
-    cmd += ["--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
-    env = dict(os.environ, MONAI_LABEL_AUTO_UPDATE_SCORING="false", MONAI_LABEL_SESSIONS="false")
+    # the documented command (it execs the server: the PID is the server's)
+    cmd = ["bash", str(bundle / "docs" / "run_monailabel.sh"), str(studies)]
+    env = dict(os.environ, MONAILABEL_PYTHON=sys.executable, HOST="127.0.0.1", PORT=str(port))
     t0 = time.time()
     with open(log_file, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
