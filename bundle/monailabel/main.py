@@ -90,6 +90,8 @@ class FineTuneTrainTask(BundleTrainTask):
 
 
 class GMDBratsApp(MONAILabelApp):
+    """The bundle above this folder, or another copy of it with ``--conf bundle /path/to/bundle``."""
+
     def __init__(self, app_dir: str, studies: str, conf: dict) -> None:
         self.bundle_dir = os.path.realpath(conf.get("bundle", BUNDLE_DIR))
         super().__init__(
