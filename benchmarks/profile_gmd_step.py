@@ -9,6 +9,7 @@ losses, one backward) on the same batch. Prints ``key=value`` lines.
 
     python benchmarks/profile_gmd_step.py            # the demo's step: 2x4x32^3, width 0.25
     python benchmarks/profile_gmd_step.py --batch 1 --onednn-conv --strategy stream_batched
+    python benchmarks/profile_gmd_step.py --strategy stream --workers 2   # two streams at once
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--strategy", default="objective", choices=["objective", "stream", "stream_batched"])
+    p.add_argument("--workers", type=int, default=1, help="stream strategies: streams' VJPs at once")
     p.add_argument("--onednn-conv", action="store_true", help="oneDNN for batch-1 convolutions")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
     crit = SubsetLoss(net.modalities, loss=brats_loss("dice_ce"))
     params = [p for p in net.parameters() if p.requires_grad]
     gmd = make_aggregator("gmd", params, names=crit.names, shared=net.shared_mask(), seed=0,
-                          strategy=args.strategy)  # fmt: skip
+                          strategy=args.strategy, workers=args.workers)  # fmt: skip
     opt = torch.optim.Adam(params, lr=1e-3)
     x = torch.randn(args.batch, 4, *(args.crop,) * 3)
     y = (torch.rand(args.batch, 3, *(args.crop,) * 3) > 0.8).float()
@@ -92,6 +94,7 @@ def main(argv=None) -> int:
     emit("width", args.width)
     emit("threads", torch.get_num_threads())
     emit("strategy", args.strategy)
+    emit("workers", args.workers)
     emit("onednn_conv", int(args.onednn_conv))
     emit("num_param_tensors", len(params))
     total = sum(statistics.median(v) for v in phases.values())

@@ -204,6 +204,48 @@ def test_stream_gradients_equal_objective_gradients():
         assert jac[12:, off : off + params[t1].numel()].abs().sum() == 0  # t1ce, t2, flair singles
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_stream_gradients_in_worker_threads_are_bitwise_the_sequential_ones(batched):
+    """Two streams back-propagating at once in threads (each into its own rows, summed in stream
+    order) give exactly the sequential matrix, and the caller's intra-op thread count is restored."""
+    net, x, y, crit = _setup(batch=2)
+    params = list(net.parameters())
+    threads = torch.get_num_threads()
+    streams = net.forward_streams(x, fold=False)
+    ref = stream_gradients(crit(streams, y), list(streams.values()), params, batched)
+    assert ref.abs().sum() > 0
+    for workers in (2, 3, 8):  # 8 > 4 streams: capped
+        streams = net.forward_streams(x, fold=False)
+        jac = stream_gradients(crit(streams, y), list(streams.values()), params, batched, workers=workers)
+        assert torch.equal(jac, ref), workers
+        assert torch.get_num_threads() == threads
+        assert all(h.grad_fn is not None for h in streams.values())
+    streams = net.forward_streams(x, fold=False)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        stream_gradients(crit(streams, y), list(streams.values()), params, workers=0)
+
+
+def test_gmd_with_stream_workers_takes_the_sequential_step():
+    """The aggregator forwards ``workers``: same merged gradient, bitwise, with conflicts projected."""
+    net, x, y, crit = _conflicting()
+    params = list(net.parameters())
+    grads, diags = [], []
+    for workers in (1, 2):
+        for p in params:
+            p.grad = None
+        agg = GMD(
+            params, names=crit.names, shared=net.shared_mask(), seed=0, strategy="stream", workers=workers
+        )
+        streams = net.forward_streams(x, fold=False)
+        diags.append(agg.backward(crit(streams, y), streams=list(streams.values())))
+        grads.append([p.grad.clone() for p in params])
+    assert diags[0].num_projections > 0  # the projection path ran
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert torch.equal(diags[0].weights, diags[1].weights)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        GMD(params, strategy="stream", workers=0)
+
+
 def test_stream_strategy_without_streams_falls_back_with_warning():
     net, x, y, crit = _setup()
     params = list(net.parameters())

@@ -104,6 +104,8 @@ class Aggregator:
     strategy = "objective"
     #: with ``strategy="stream_batched"``: at most this many cotangents per batched VJP (None: all).
     max_batch: int | None = None
+    #: with a stream strategy on CPU: threads that run different streams' VJPs at once.
+    workers: int = 1
 
     def __init__(
         self,
@@ -160,11 +162,14 @@ class Aggregator:
         """
         raise NotImplementedError
 
-    def _set_strategy(self, strategy: str, max_batch: int | None) -> None:
+    def _set_strategy(self, strategy: str, max_batch: int | None, workers: int = 1) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+        if int(workers) < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.strategy = strategy
         self.max_batch = max_batch
+        self.workers = int(workers)
         self._warned_no_streams = False
 
     def _jacobian(self, losses: Sequence[torch.Tensor], streams: Sequence[torch.Tensor] | None):
@@ -172,7 +177,7 @@ class Aggregator:
         if self.strategy != "objective":
             if streams is not None:
                 batched = self.strategy == "stream_batched"
-                return stream_gradients(losses, streams, self.params, batched, self.max_batch)
+                return stream_gradients(losses, streams, self.params, batched, self.max_batch, self.workers)
             if not getattr(self, "_warned_no_streams", False):
                 warnings.warn(
                     f"strategy={self.strategy!r} needs the stream outputs (backward(losses, streams=...)); "
@@ -230,6 +235,8 @@ class GMD(Aggregator):
             stream strategies need ``backward(losses, streams=...)``; without streams they fall back
             to ``"objective"`` with a warning.
         max_batch: with ``"stream_batched"``, at most this many cotangents per batched VJP.
+        workers: with a stream strategy on CPU, how many streams' VJPs run at once, in threads
+            (same result, bitwise; see :func:`gmd_monai.gmd.fast.stream_gradients`).
 
     The effective weights ``w`` returned in the diagnostics satisfy ``merged = sum_j w_j g_j``
     exactly on shared parameters; with no conflicting pair ``w_j = 1/T`` (plain mean of losses).
@@ -239,11 +246,11 @@ class GMD(Aggregator):
     per_objective_gradients = True
 
     def __init__(self, params, names=None, shared=None, nonshared_reduction="mean", reduce_fn=None, seed=0,
-                 strategy: str = "objective", max_batch: int | None = None):  # fmt: skip
+                 strategy: str = "objective", max_batch: int | None = None, workers: int = 1):  # fmt: skip
         super().__init__(params, names, shared, nonshared_reduction, reduce_fn)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.last_permutations: torch.Tensor | None = None
-        self._set_strategy(strategy, max_batch)
+        self._set_strategy(strategy, max_batch, workers)
 
     def weights_from_gram(self, gram, permutations: torch.Tensor | None = None):
         t = gram.shape[0]
@@ -322,15 +329,17 @@ class TorchJDWeighting(Aggregator):
     Args:
         method: one of :data:`TORCHJD_WEIGHTINGS` (or a torchjd ``*Weighting`` class name).
         weighting_kwargs: extra constructor arguments for the torchjd weighting.
+        strategy, max_batch, workers: how the per-objective gradients are computed, as for
+            :class:`GMD`.
     """
 
     per_objective_gradients = True
 
     def __init__(self, params, method: str, names=None, shared=None, nonshared_reduction="mean",
                  reduce_fn=None, weighting_kwargs: dict | None = None, strategy: str = "objective",
-                 max_batch: int | None = None):  # fmt: skip
+                 max_batch: int | None = None, workers: int = 1):  # fmt: skip
         super().__init__(params, names, shared, nonshared_reduction, reduce_fn)
-        self._set_strategy(strategy, max_batch)
+        self._set_strategy(strategy, max_batch, workers)
         import torchjd.aggregation as tja
 
         cls_name, kwargs = TORCHJD_WEIGHTINGS.get(method, (method, {}))
@@ -447,7 +456,7 @@ def make_aggregator(method: str, params: Sequence[torch.Tensor], **kwargs) -> Ag
         method: see :func:`available_methods` (case, ``-`` and spaces do not matter).
         params: parameters to update.
         kwargs: forwarded to the aggregator (``names``, ``shared``, ``nonshared_reduction``,
-            ``reduce_fn``, ``seed`` and ``strategy`` for gmd, ``proxy`` for fast_gmd,
+            ``reduce_fn``, ``seed``, ``strategy`` and ``workers`` for gmd, ``proxy`` for fast_gmd,
             ``weighting_kwargs`` for torchjd, ...).
 
     Raises:

@@ -23,6 +23,12 @@ order). Each stream's graph is freed after its last VJP. On CPU neither is faste
 ``autograd.grad`` per objective (``benchmarks/bench_gmd_step.py --strategy``): PyTorch's vmap has no
 fast batching rule for the GroupNorm backward and falls back to loops and copies.
 
+CPU threads: the streams' graphs are disjoint, so their VJPs can run concurrently
+(``workers=2``): each stream's VJPs run in a worker thread that uses ``intra-op threads / workers``
+threads, into that stream's own rows, summed afterwards in stream order. The result is bitwise the
+one of ``workers=1``. On small inputs a convolution's backward does not keep two cores busy, and two
+single-threaded streams at once do (``benchmarks/profile_gmd_step.py --workers``).
+
 CPU kernels: a single stream (batch 1) of a 3-D convolution on a small volume
 (``N*C*D*H <= 20480``) makes PyTorch leave oneDNN for its slow reference kernel (``slow_conv3d``),
 several times slower, above all in the backward. Per-stream gradients hit exactly that case on the
@@ -45,6 +51,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -81,6 +88,7 @@ def stream_gradients(
     params: Sequence[torch.Tensor],
     batched: bool = False,
     max_batch: int | None = None,
+    workers: int = 1,
 ) -> torch.Tensor:
     """Flattened per-objective gradients (T, P), computed stream by stream (see the module docstring).
 
@@ -95,47 +103,79 @@ def stream_gradients(
         params: parameters to differentiate (P elements in total).
         batched: one batched VJP per stream (vmap over its cotangents) instead of one VJP each.
         max_batch: with ``batched``, at most this many cotangents per batched VJP (bounds memory).
+        workers: CPU threads that run different streams' VJPs at once, each with
+            ``torch.get_num_threads() // workers`` intra-op threads (1: one stream after the other).
+            Same result, bitwise; costs one extra (objective, stream) row per pair of float32
+            memory (8 rows of P per BraTS stream). Ignored off CPU.
     """
     params = list(params)
     streams = list(streams)
     if not streams:
         raise ValueError("stream_gradients needs the stream outputs")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     cot = stream_cotangents(losses, streams)
     numel = sum(p.numel() for p in params)
-    jac = torch.zeros(len(losses), numel, device=params[0].device, dtype=torch.float32)
+    device = params[0].device
+    jac = torch.zeros(len(losses), numel, device=device, dtype=torch.float32)
     offsets = [0]
     for p in params:
         offsets.append(offsets[-1] + p.numel())
-    for m, h in enumerate(streams):
-        rows = [i for i in range(len(losses)) if cot[i][m] is not None]
-        if not rows:
-            continue
-        if batched:
-            step = len(rows) if not max_batch else max(1, int(max_batch))
-            chunks = [rows[k : k + step] for k in range(0, len(rows), step)]
-        else:
-            chunks = [[i] for i in rows]
-        for c, chunk in enumerate(chunks):
-            last = c == len(chunks) - 1
-            if batched:
-                grad_out = torch.stack([cot[i][m] for i in chunk])
-                grads = torch.autograd.grad(
-                    h, params, grad_out, retain_graph=not last, allow_unused=True, is_grads_batched=True
-                )
-            else:
-                cotangent = cot[chunk[0]][m]
-                grads = torch.autograd.grad(h, params, cotangent, retain_graph=not last, allow_unused=True)
-            idx = torch.tensor(chunk, device=jac.device)
-            for k, g in enumerate(grads):
-                if g is None:
-                    continue
-                block = g.reshape(len(chunk), -1).to(jac.dtype)
-                view = jac[:, offsets[k] : offsets[k + 1]]
-                if len(chunk) == 1:
-                    view[chunk[0]].add_(block[0])
-                else:
-                    view.index_add_(0, idx, block)
+    rows = [[i for i in range(len(losses)) if cot[i][m] is not None] for m in range(len(streams))]
+    workers = min(int(workers), len(streams)) if device.type == "cpu" else 1
+    if workers == 1:
+        for m, h in enumerate(streams):
+            _stream_vjps(h, [cot[i][m] for i in rows[m]], rows[m], params, offsets, jac, batched, max_batch)
+        return jac
+
+    intra_op = torch.get_num_threads()
+
+    def one_stream(m: int) -> torch.Tensor:
+        # the intra-op thread count is per thread (OpenMP); a new thread starts from the global one
+        torch.set_num_threads(max(1, intra_op // workers))
+        own = torch.zeros(len(rows[m]), numel, device=device, dtype=torch.float32)
+        local = list(range(len(rows[m])))
+        _stream_vjps(
+            streams[m], [cot[i][m] for i in rows[m]], local, params, offsets, own, batched, max_batch
+        )
+        return own
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gmd-stream") as pool:
+            parts = list(pool.map(one_stream, range(len(streams))))
+    finally:
+        torch.set_num_threads(intra_op)  # the workers' setting also reaches the global default
+    for m, own in enumerate(parts):  # stream order: the sums of workers=1, bitwise
+        if rows[m]:
+            jac[rows[m]] += own
     return jac
+
+
+def _stream_vjps(h, cotangents, rows, params, offsets, jac, batched, max_batch) -> None:
+    """Back-propagate each of ``cotangents`` through the stream output ``h`` (its graph is freed
+    after the last one) and add the parameter gradients to the matching ``rows`` of ``jac``."""
+    if not rows:
+        return
+    step = (len(rows) if not max_batch else max(1, int(max_batch))) if batched else 1
+    for start in range(0, len(rows), step):
+        chunk, cots = rows[start : start + step], cotangents[start : start + step]
+        keep = start + step < len(rows)
+        if batched:
+            grads = torch.autograd.grad(
+                h, params, torch.stack(cots), retain_graph=keep, allow_unused=True, is_grads_batched=True
+            )
+        else:
+            grads = torch.autograd.grad(h, params, cots[0], retain_graph=keep, allow_unused=True)
+        idx = torch.tensor(chunk, device=jac.device)
+        for k, g in enumerate(grads):
+            if g is None:
+                continue
+            block = g.reshape(len(chunk), -1).to(jac.dtype)
+            view = jac[:, offsets[k] : offsets[k + 1]]
+            if len(chunk) == 1:
+                view[chunk[0]].add_(block[0])
+            else:
+                view.index_add_(0, idx, block)
 
 
 # ----------------------------------------------------------------------------------------------
