@@ -441,13 +441,19 @@ class SubsetDiceHandler:
                     )
 
 
+def _is_main_process() -> bool:
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
 def _hms(seconds: float) -> str:
     seconds = int(round(max(0.0, seconds)))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class EpochProgressLogger:
-    """One log line per epoch: epoch, mean loss, elapsed time, ETA to the last epoch, CPU time.
+    """One log line per epoch: epoch, mean loss, elapsed time, ETA to the last epoch, CPU time, and
+    the validation's key metric on the epochs that ran one.
 
     The ETA extrapolates the mean epoch time of the current run segment (a resumed run starts a new
     segment: :class:`~gmd_monai.checkpointing.TrainingCheckpoint`); validation epochs are included, so
@@ -456,16 +462,32 @@ class EpochProgressLogger:
 
     Args:
         name: logger name.
+        validator: the evaluator that :class:`monai.handlers.ValidationHandler` runs; attach this
+            logger after that handler so the line of a validation epoch carries its result.
+        progress_bar: also show ignite's progress bar of the epoch's iterations (with the loss),
+            cleared before the epoch's line is written; only on the main process of a distributed run.
     """
 
-    def __init__(self, name: str = "gmd_monai.progress"):
+    def __init__(
+        self, name: str = "gmd_monai.progress", validator: Engine | None = None, progress_bar: bool = False
+    ):
         self.logger = logging.getLogger(name)
+        self.validator = validator
+        self.progress_bar = bool(progress_bar)
         self._t0: float | None = None
         self._cpu0: float | None = None
         self._epoch0 = 0
         self._losses: list[float] = []
 
     def attach(self, engine: Engine) -> None:
+        if self.progress_bar and _is_main_process():
+            from ignite.handlers import ProgressBar
+            from monai.handlers import from_engine
+
+            # attached first, so that the bar is cleared before this logger's line of the same event
+            ProgressBar(persist=False, desc="train").attach(
+                engine, output_transform=from_engine([Keys.LOSS], first=True)
+            )
         engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
@@ -499,9 +521,22 @@ class EpochProgressLogger:
         self._losses = []
         cpu = time.process_time() - (self._cpu0 or 0.0)
         self.logger.info(
-            "epoch %d/%d loss %.4f | elapsed %s, ETA %s | process CPU %s",
+            "epoch %d/%d loss %.4f | elapsed %s, ETA %s | process CPU %s%s",
             engine.state.epoch, engine.state.max_epochs, loss, _hms(elapsed), _hms(eta), _hms(cpu),
+            self._validation(engine.state.epoch),
         )  # fmt: skip
+
+    def _validation(self, epoch: int) -> str:
+        """`` | val_mean_dice 0.6239 (best 0.6239, epoch 15)`` if the validator ran at ``epoch``."""
+        state = getattr(self.validator, "state", None)
+        name = getattr(state, "key_metric_name", None)
+        if state is None or name is None or state.epoch != epoch or name not in state.metrics:
+            return ""
+        best, best_epoch = (
+            getattr(state, "best_metric", float("nan")),
+            getattr(state, "best_metric_epoch", -1),
+        )
+        return f" | {name} {float(state.metrics[name]):.4f} (best {float(best):.4f}, epoch {int(best_epoch)})"
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import brats_train_overrides
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from gmd_monai.checkpointing import BestModelSaver, load_initial_weights, model_meta, read_model_meta
 from gmd_monai.data.synthetic import ensure_synthetic_brats
@@ -209,6 +209,38 @@ def test_epoch_progress_line_has_loss_elapsed_and_eta(caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert lines[0].startswith("epoch 1/2 loss 2.0000 | elapsed") and "ETA" in lines[0]
     assert lines[1].startswith("epoch 2/2 loss 0.5000") and "ETA 0:00:00" in lines[1]
+
+
+def test_epoch_progress_line_carries_the_validation_of_its_epoch_and_follows_the_bar(caplog):
+    """On an epoch that validated, the line gives the key metric and the best so far; the progress
+    bar it owns is closed before the line is written (else the line is glued to the bar)."""
+    from ignite.handlers import ProgressBar
+
+    from gmd_monai.engine import EpochProgressLogger
+
+    dice = iter([0.2, 0.5])
+    validator = Engine(lambda e, batch: None)
+    validator.state.key_metric_name = "val_mean_dice"
+
+    def validate(engine):
+        if engine.state.epoch % 2 == 0:  # every 2nd epoch, as ValidationHandler(interval=2)
+            value = next(dice)
+            validator.state.epoch, validator.state.metrics = engine.state.epoch, {"val_mean_dice": value}
+            validator.state.best_metric, validator.state.best_metric_epoch = value, engine.state.epoch
+
+    engine = Engine(lambda e, batch: [{"loss": torch.tensor(1.0)}])
+    engine.add_event_handler(Events.EPOCH_COMPLETED, validate)
+    logger = EpochProgressLogger(validator=validator, progress_bar=True)
+    logger.attach(engine)
+    handlers = [h[0] for h in engine._event_handlers[Events.EPOCH_COMPLETED]]
+    bar_close = [k for k, h in enumerate(handlers) if isinstance(getattr(h, "__self__", None), ProgressBar)]
+    assert bar_close and bar_close[0] < handlers.index(logger._epoch)
+    with caplog.at_level("INFO", logger="gmd_monai.progress"):
+        engine.run([0], max_epochs=4)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert "val_mean_dice" not in lines[0] and "val_mean_dice" not in lines[2]
+    assert lines[1].endswith("| val_mean_dice 0.2000 (best 0.2000, epoch 2)")
+    assert lines[3].endswith("| val_mean_dice 0.5000 (best 0.5000, epoch 4)")
 
 
 def test_a_warm_restart_starts_from_the_given_weights_and_checks_their_grid(tmp_path):
