@@ -206,7 +206,7 @@ def test_metadata_valid_against_zoo_schema():
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     """`make demo` in miniature: data, training through the bundle, the 15-subset table, then the
-    clinician command on a test case with two modalities missing."""
+    clinician command on a test case with two modalities missing; a console a person can read."""
     import json
     import logging
 
@@ -240,7 +240,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert label_map.stat().st_size > 0 and montage.stat().st_size > 0
     content = json.loads(report.read_text())
     assert set(content["modalities_missing"]) == {"t1", "t2"}, content.get("modalities_missing")
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "[1/4]" in out and "[4/4]" in out and "done in" in out
+    # one line per epoch with the ETA and the validation; the table once; no other bars or log lines
+    (epoch_line,) = [
+        line for line in out.splitlines() if "gmd_monai.progress" in line and "epoch 1/1" in line
+    ]
+    assert "ETA" in epoch_line and "val_mean_dice" in epoch_line
+    assert out.count("| **mean** |") == 1
+    for noise in ("Loading dataset", "Key metric", "Epoch[1] Metrics"):
+        assert noise not in out + captured.err, noise
     for path in (label_map, report, montage):
         assert str(path) in out  # the demo says where each file is
