@@ -1,5 +1,6 @@
 # Two commands do all setup on a fresh machine with Python 3.11:
-#   make demo   synthetic BraTS-like data -> train GMD + DS with the bundle -> 15-subset table
+#   make demo   synthetic BraTS-like data -> train GMD + DS with the bundle -> 15-subset table ->
+#               gmd-monai segment on a case with two modalities missing (budget: 3 minutes)
 #   make test   lint + format check + the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
