@@ -105,8 +105,9 @@ def stream_gradients(
         max_batch: with ``batched``, at most this many cotangents per batched VJP (bounds memory).
         workers: CPU threads that run different streams' VJPs at once, each with
             ``torch.get_num_threads() // workers`` intra-op threads (1: one stream after the other).
-            Same result, bitwise; costs one extra (objective, stream) row per pair of float32
-            memory (8 rows of P per BraTS stream). Ignored off CPU.
+            Same result, bitwise; needs disjoint stream graphs (``fold=False``) and costs one extra
+            float32 row of P per (objective, stream) pair (32 rows for the 15 BraTS subsets).
+            Ignored off CPU.
     """
     params = list(params)
     streams = list(streams)
