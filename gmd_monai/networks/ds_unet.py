@@ -319,11 +319,7 @@ class DynamicSharingUNet(nn.Module):
         """``torch.jit.script`` compiles a copy whose norms hold their per-modality affine stacked
         (:class:`_StackedModalityGroupNorm`); this module is left as it is. The scripted model takes
         ``forward(x, available=None or a boolean mask)`` and gives the eager outputs for every subset."""
-        clone = copy.deepcopy(self)
-        for _, module in list(clone.named_modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, ModalityGroupNorm):
-                    setattr(module, child_name, _StackedModalityGroupNorm(child))
+        clone = copy.deepcopy(self)  # its norms are swapped by their own __prepare_scriptable__
         clone.__class__ = _ScriptableDynamicSharingUNet
         return clone
 
