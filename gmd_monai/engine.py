@@ -488,15 +488,23 @@ class EpochProgressLogger:
             ProgressBar(persist=False, desc="train").attach(
                 engine, output_transform=from_engine([Keys.LOSS], first=True)
             )
-        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
 
+    def _reset(self, engine: Engine) -> None:
+        self._t0 = None
+
     def _started(self, engine: Engine) -> None:
+        # at the first epoch of this run segment, not at STARTED: a resumed run's counters are
+        # restored by a STARTED handler that may come after this one (TrainingCheckpoint is last)
+        if self._t0 is not None:
+            return
         self._t0, self._cpu0 = time.monotonic(), time.process_time()
-        self._epoch0 = engine.state.epoch
+        self._epoch0 = engine.state.epoch - 1  # ignite counts the epoch before EPOCH_STARTED
         self.logger.info(
-            "training epochs %d..%d of %d (segment %d)", engine.state.epoch + 1, engine.state.max_epochs,
+            "training epochs %d..%d of %d (segment %d)", engine.state.epoch, engine.state.max_epochs,
             engine.state.max_epochs, getattr(engine.state, "run_segment", 0),
         )  # fmt: skip
 

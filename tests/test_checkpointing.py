@@ -211,6 +211,32 @@ def test_epoch_progress_line_has_loss_elapsed_and_eta(caplog):
     assert lines[1].startswith("epoch 2/2 loss 0.5000") and "ETA 0:00:00" in lines[1]
 
 
+def test_epoch_progress_after_a_resume_counts_the_segment_only(caplog, monkeypatch):
+    """A resumed run's counters are restored at STARTED by a handler attached after the logger (the
+    bundle lists TrainingCheckpoint last): the header names the epochs left and the ETA extrapolates
+    this segment's epochs, not the restored ones."""
+    import gmd_monai.engine as engine_module
+    from gmd_monai.engine import EpochProgressLogger
+
+    clock = iter(range(0, 1000, 10))  # every epoch takes 10 s on this clock
+    monkeypatch.setattr(engine_module.time, "monotonic", lambda: float(next(clock)))
+    engine = Engine(lambda e, batch: [{"loss": torch.tensor(1.0)}])
+    EpochProgressLogger().attach(engine)
+
+    def restore(e):  # what MONAI's CheckpointLoader does on a resume
+        e.state.epoch, e.state.iteration = 6, 6
+
+    engine.add_event_handler(Events.STARTED, restore)
+    with caplog.at_level("INFO", logger="gmd_monai.progress"):
+        engine.run([0], max_epochs=10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "training epochs 7..10 of 10 (segment 0)" in messages
+    lines = [m for m in messages if m.startswith("epoch ")]
+    assert [m.split(" loss")[0] for m in lines] == ["epoch 7/10", "epoch 8/10", "epoch 9/10", "epoch 10/10"]
+    assert "elapsed 0:00:10, ETA 0:00:30" in lines[0]  # 1 epoch of 10 s done, 3 left
+    assert "elapsed 0:00:40, ETA 0:00:00" in lines[3]
+
+
 def test_epoch_progress_line_carries_the_validation_of_its_epoch_and_follows_the_bar(caplog):
     """On an epoch that validated, the line gives the key metric and the best so far; the progress
     bar it owns is closed before the line is written (else the line is glued to the bar)."""
