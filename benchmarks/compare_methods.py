@@ -236,6 +236,26 @@ def _typical(epoch_s: Sequence[float]) -> tuple[float, float]:
     return per_epoch, max(0.0, epoch_s[-1] - per_epoch)
 
 
+#: an equal-steps run whose median epoch is more than this many times its quiet epochs (the 10th
+#: percentile) shared the machine for most of its epochs: its median says nothing about the method
+QUIET_RATIO = 1.5
+
+
+def check_quiet(epoch_s: Sequence[float], what: str) -> None:
+    """Raise ``ValueError`` when the median training epoch is more than ``QUIET_RATIO`` times the quiet
+    ones: most epochs were slowed by other work, and an equal-time plan built on them would be wrong."""
+    train = list(epoch_s[:-1])
+    if len(train) < 10:
+        return
+    median, quiet = statistics.median(train), statistics.quantiles(train, n=10)[0]
+    if median > QUIET_RATIO * quiet:
+        raise ValueError(
+            f"{what}: its median epoch ({median:.1f} s) is {median / quiet:.1f}x its quiet epochs "
+            f"({quiet:.1f} s): the machine was shared for most of it; move its work folder aside and "
+            "rerun it on a quiet machine"
+        )
+
+
 #: the hard stop of an equal-time run, as a multiple of its budget: the planned epochs are the budget;
 #: the limit only catches a run that is far slower than planned (a busier machine), not noise
 LIMIT_SLACK = 1.25
@@ -245,8 +265,10 @@ def plan_equal_time(gmd_record: dict, own_record: dict) -> tuple[int, float]:
     """``(max_epochs, time_limit_s)`` of an equal-time run. The budget is GMD's training time (its
     median epoch times its epochs, plus its validation; ``elapsed_s`` when it has no epoch times); the
     epochs are what fits of the method's own median epoch, measured in its equal-steps run. The time
-    limit is ``LIMIT_SLACK`` times the budget."""
+    limit is ``LIMIT_SLACK`` times the budget. Refuses (``ValueError``) equal-steps runs whose
+    epochs were mostly slowed by other work (:func:`check_quiet`)."""
     gmd_epochs = [float(s) for s in gmd_record.get("epoch_s") or []]
+    check_quiet(gmd_epochs, "GMD's equal-steps run")
     if gmd_epochs:
         per, validation = _typical(gmd_epochs)
         budget = per * (len(gmd_epochs) - 1) + (per + validation)
@@ -255,6 +277,7 @@ def plan_equal_time(gmd_record: dict, own_record: dict) -> tuple[int, float]:
     epoch_s = [float(s) for s in own_record.get("epoch_s") or []]
     if not epoch_s:
         raise ValueError("no epoch times in the method's equal-steps record")
+    check_quiet(epoch_s, "the method's equal-steps run")
     per_epoch, validation = _typical(epoch_s)
     return max(1, int((budget - validation) // per_epoch)), budget * LIMIT_SLACK
 
@@ -444,7 +467,10 @@ class Comparison:
         )
         if gmd_rec is None or own_rec is None:
             return None
-        epochs, limit = plan_equal_time(gmd_rec, own_rec)
+        try:
+            epochs, limit = plan_equal_time(gmd_rec, own_rec)
+        except ValueError as e:
+            raise RunFailed(str(e)) from None
         plan = {
             "epochs": epochs,
             "time_limit_s": round(limit, 3),

@@ -88,6 +88,13 @@ def test_plan_equal_time_fits_the_epochs_in_gmds_time():
     # 5 epochs plus its validation (5 s): 55 s, of which the method's 2 s epochs fit (55 - 3) // 2
     gmd = {"elapsed_s": 104.0, "epoch_s": [10.0, 60.0, 9.0, 10.0, 15.0]}
     assert cm.plan_equal_time(gmd, {"epoch_s": [2.0, 2.1, 1.9, 5.0]}) == (26, 55.0 * cm.LIMIT_SLACK)
+    # a method's equal-steps run slowed by other work for most of its epochs (7-8 s quiet, 17 s at the
+    # median, as fold 1's mean beside the test suite) would plan half the epochs: refused
+    shared = {"epoch_s": [7.0, 7.5, 8.0, 7.2] + [17.0] * 8 + [20.0]}
+    with pytest.raises(ValueError, match="median epoch .* quiet epochs"):
+        cm.plan_equal_time(gmd, shared)
+    with pytest.raises(ValueError, match="GMD's equal-steps run"):
+        cm.plan_equal_time(shared, {"epoch_s": [2.0, 2.1, 1.9, 5.0]})
     runs = cm.plan_runs(["gmd", "mean", "dropout"], 2, cm.BUDGETS)
     assert [str(r) for r in runs] == [  # GMD and mean fold by fold first: a partial run answers them
         "equal_steps fold 0 gmd",
