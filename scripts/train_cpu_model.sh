@@ -5,7 +5,8 @@
 # (latest.pt) to the same final epoch. Progress, elapsed time and ETA: one line per epoch in $RUN/train.log.
 #
 #   nohup bash scripts/train_cpu_model.sh > /dev/null 2>&1 &        # GMD, into work/cpu_model/gmd
-#   METHOD=mean MAX_EPOCHS=... bash scripts/train_cpu_model.sh      # the baseline, same recipe
+#   METHOD=mean MAX_EPOCHS=600 VAL_INTERVAL=50 TIME_LIMIT_S=5661 \
+#       bash scripts/train_cpu_model.sh                             # the baseline, same recipe, GMD's time
 #   tail -f work/cpu_model/gmd/train.log
 #
 # Then scripts/evaluate_cpu_model.sh evaluates the best model on all 15 subsets.
@@ -30,6 +31,12 @@ ARGS=(--dataset_dir "$DATA"
       --train_list bundle/configs/splits/shipped_train.txt --val_list bundle/configs/splits/shipped_val.txt
       --ckpt_dir "$RUN/models" --output_dir "$RUN/runs" --method "$METHOD" --resume "$RESUME")
 [ -n "${MAX_EPOCHS:-}" ] && ARGS+=(--max_epochs "$MAX_EPOCHS")
+[ -n "${VAL_INTERVAL:-}" ] && ARGS+=(--val_interval "$VAL_INTERVAL")
+CONFIGS="'bundle/configs/train.yaml','bundle/configs/train_cpu.yaml'"
+if [ -n "${TIME_LIMIT_S:-}" ]; then   # a wall-clock budget (time_limit.yaml), summed over resumed segments
+    CONFIGS="$CONFIGS,'bundle/configs/time_limit.yaml'"
+    ARGS+=(--time_limit_s "$TIME_LIMIT_S")
+fi
 exec "$PY" -m monai.bundle run training \
-    --config_file "['bundle/configs/train.yaml','bundle/configs/train_cpu.yaml']" \
+    --config_file "[$CONFIGS]" \
     "${ARGS[@]}" "${EXTRA[@]}" >> "$RUN/train.log" 2>&1
