@@ -58,7 +58,7 @@ fi
 mkdir -p /tmp/brats && xz -T0 -dc .devdata/b.tar.xz | tar -xf - -C /tmp/brats
 n=\$(ls /tmp/brats | wc -l); echo cases=\$n
 [ "\$n" -eq 14 ] || { echo "only \$n cases"; exit 3; }
-OUT=\$OUT WORK=/tmp/gpuwork DATA=/tmp/brats PYTHON=python3 TRAIN_MINUTES=\${TRAIN_MINUTES:-6.5} bash scripts/gpu_train.sh
+OUT=\$OUT WORK=/tmp/gpuwork DATA=/tmp/brats PYTHON=python3 bash scripts/gpu_train.sh
 EOF
 # the cases in two halves of about equal size, as uncompressed NIfTI (xz then packs them ~25 % smaller
 # than gzip did); skipped when both archives exist
