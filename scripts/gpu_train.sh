@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU run for a lent device: the paper's 1 mm model with GMD on the shipped split, then its
-# 15-subset evaluation on the 3 validation cases. On one H200 the whole script took 464 s with the
-# default TRAIN_MINUTES=6.5 (benchmarks/results/gpu_model/); a lease prepares it with scripts/device_pack.sh.
+# 15-subset evaluation on the 3 validation cases. On one H200 the lease's call running it took 464 s with
+# the default TRAIN_MINUTES=6.5 (benchmarks/results/gpu_model/); a lease prepares it with scripts/device_pack.sh.
 #   1. measures one exact GMD step at 128^3 (bf16) to size max_epochs to TRAIN_MINUTES;
 #   2. trains (bundle/configs/train_gpu.yaml) with the shipped split lists; time_limit.yaml stops it at
 #      TRAIN_MINUTES of trainer time whatever the estimate said, so the run ends on time;
