@@ -23,9 +23,12 @@ at its last epoch.
 Every (budget, fold, method) run lives in ``--work-dir``/<budget>/fold<k>/<method> and is a separate
 ``python -m monai.bundle run ...`` process: a finished run (evaluated) is skipped, a killed one resumes
 from its ``latest.pt`` (``--resume true``; the budget clock resumes too). Each finished run's
-``per_case.csv`` and ``run.json`` (train seconds, epochs done, method, fold, budget) are copied to
-``--results-dir`` at once, and ``summary.md``, ``summary.csv`` and ``summary_dice.png`` are rewritten
-there after every run; ``--summarize-only`` rewrites them from those files alone. Progress, with an
+``per_case.csv`` and ``run.json`` (train seconds, epochs done and their times, method, fold, budget) are
+copied to ``--results-dir`` at once; a run published there counts as done even when the work folder is
+gone (a fresh checkout, another machine), and the equal-time plans are made from the published epoch
+times (a fold whose GMD run was published without them keeps the budget its published equal-time runs
+already used). ``summary.md``, ``summary.csv`` and ``summary_dice.png`` are rewritten in the
+results folder after every run; ``--summarize-only`` rewrites them from those files alone. Progress, with an
 ETA, goes to ``<work-dir>/compare.log``.
 
 Statistics: per budget and method, the mean over the 15 subsets and over the 4 single-modality subsets
@@ -370,7 +373,21 @@ class Comparison:
         _write_json(self.results / "folds.json", {"folds": self.folds, "lgg": lgg})
 
     def done_info(self, run: Run) -> dict | None:
-        return _read_json(self.work / run.rel / "done.json")
+        """The run's record when it is done: the work folder's, else the one published in the results
+        folder (the committed record outlives the work folder: another machine, a fresh checkout)."""
+        info = _read_json(self.work / run.rel / "done.json")
+        if info is None and (self.results / run.rel / "per_case.csv").is_file():
+            info = _read_json(self.results / run.rel / "run.json")
+        return info
+
+    def epoch_record(self, run: Run) -> dict:
+        """``{"epoch_s": [...], "elapsed_s": ...}`` of a done run: its training record in the work folder,
+        else what its published record keeps (``epoch_s`` empty when it was published without them)."""
+        record = _read_json(self.work / run.rel / "models" / "train_time.json")
+        if record is not None:
+            return record
+        info = self.done_info(run) or {}
+        return {"epoch_s": info.get("epoch_s") or [], "elapsed_s": info.get("train_s")}
 
     # -- one run -----------------------------------------------------------------------------------
     def _spawn(self, cmd: list[str], log: Path) -> float:
@@ -455,18 +472,24 @@ class Comparison:
         saved = _read_json(path)
         if saved is not None:
             return saved
-        gmd = self.done_info(Run("equal_steps", run.fold, REFERENCE))
-        own = self.done_info(Run("equal_steps", run.fold, run.method))
-        if gmd is None or own is None:
+        gmd_run, own_run = Run("equal_steps", run.fold, REFERENCE), Run("equal_steps", run.fold, run.method)
+        if self.done_info(gmd_run) is None or self.done_info(own_run) is None:
             return None
-        gmd_rec = _read_json(
-            self.work / Run("equal_steps", run.fold, REFERENCE).rel / "models" / "train_time.json"
-        )
-        own_rec = _read_json(
-            self.work / Run("equal_steps", run.fold, run.method).rel / "models" / "train_time.json"
-        )
-        if gmd_rec is None or own_rec is None:
-            return None
+        gmd_rec, own_rec = self.epoch_record(gmd_run), self.epoch_record(own_run)
+        if not gmd_rec.get("epoch_s"):  # published before epoch times were: the fold's fixed budget
+            published = (self.results / "equal_time" / f"fold{run.fold}").glob("*/per_case.csv")
+            fixed = [
+                info["budget_s"]
+                for info in (_read_json(csv_path.with_name("run.json")) for csv_path in sorted(published))
+                if info and info.get("budget_s")
+            ]
+            if fixed:
+                gmd_rec = {"elapsed_s": fixed[0]}
+        if not own_rec.get("epoch_s"):
+            raise RunFailed(
+                f"{own_run} was published without the epoch times the equal-time plan needs: move "
+                f"{_rel(self.results / own_run.rel)} aside and rerun it to measure them"
+            )
         try:
             epochs, limit = plan_equal_time(gmd_rec, own_rec)
         except ValueError as e:
@@ -520,6 +543,7 @@ class Comparison:
             "stopped_by_limit": bool(record["stopped_by_limit"]),
             "segments": record["segments"],
             "median_epoch_s": round(statistics.median(epoch_s), 3) if epoch_s else None,
+            "epoch_s": [round(float(x), 3) for x in epoch_s],
             "eval_s": round(eval_s, 1),
             "eval_cases": len(self.folds[run.fold]),
             "gmd_train_s": plan.get("gmd_train_s"),
@@ -533,8 +557,10 @@ class Comparison:
     def publish(self, run: Run, info: dict) -> None:
         """Copy the run's small result files into the results folder (committed)."""
         dst = self.results / run.rel
-        dst.mkdir(parents=True, exist_ok=True)
         src = self.work / run.rel / "evaluation" / "per_case.csv"
+        if not src.is_file():  # done and published from another work folder: nothing newer here
+            return
+        dst.mkdir(parents=True, exist_ok=True)
         if not (dst / "per_case.csv").is_file() or (dst / "per_case.csv").read_bytes() != src.read_bytes():
             shutil.copyfile(src, dst / "per_case.csv")
         if _read_json(dst / "run.json") != info:
@@ -1016,7 +1042,7 @@ def _resolve(args: argparse.Namespace) -> None:
 
 
 def _data_dir(args: argparse.Namespace) -> Path | None:
-    if args.smoke:
+    if args.smoke and not args.data_dir:  # synthetic cases in the work folder (or a smoke's, given)
         from gmd_monai.data.synthetic import ensure_synthetic_brats
 
         root = Path(args.work_dir) / "data"

@@ -270,3 +270,49 @@ def test_smoke_rerun_skips_finished_runs(smoke):
     log = (work / "compare.log").read_text()
     assert log.count("already done") == 6
     assert time.monotonic() - t0 < smoke["seconds"]
+
+
+@pytest.mark.slow
+def test_a_fresh_work_folder_resumes_from_the_published_runs(smoke, tmp_path):
+    """The work folder is lost (a fresh checkout, another machine): the published runs count as done,
+    and the equal-time runs are planned from the published epoch times, to the same budget."""
+    results = tmp_path / "results"
+    shutil.copytree(smoke["results"], results)
+    published = {
+        f: json.loads((results / "equal_time" / f"fold{f}" / "mean" / "run.json").read_text()) for f in (0, 1)
+    }
+    shutil.rmtree(results / "equal_time")
+    smoke_data = ["--smoke", "--data-dir", str(smoke["work"] / "data")]  # the recipe of the published runs
+    work = tmp_path / "work"
+    assert cm.main([*smoke_data, "--work-dir", str(work), "--results-dir", str(results)]) == 0
+    log = (work / "compare.log").read_text()
+    assert log.count("already done") == 4 and log.count(": training ") == 2  # only the equal-time runs
+    assert not (work / "equal_steps").exists()
+    for f in (0, 1):
+        again = json.loads((results / "equal_time" / f"fold{f}" / "mean" / "run.json").read_text())
+        assert again["epochs_planned"] == published[f]["epochs_planned"]
+        for key in ("budget_s", "time_limit_s", "gmd_train_s"):  # published rounded to ms, 0.1 s
+            assert again[key] == pytest.approx(published[f][key], abs=0.1), key
+
+    # published without epoch times (before they were recorded): GMD's budget is the one the fold's
+    # published equal-time runs used; the method's own run cannot be planned from
+    def blank_epochs(run_json: Path) -> None:
+        info = json.loads(run_json.read_text())
+        run_json.write_text(json.dumps(dict(info, epoch_s=[])))
+
+    blank_epochs(results / "equal_steps" / "fold0" / "gmd" / "run.json")
+    other = results / "equal_time" / "fold0" / "dropout"  # another method's published equal-time run
+    shutil.copytree(results / "equal_time" / "fold0" / "mean", other)
+    budget = 2 * published[0]["budget_s"]
+    (other / "run.json").write_text(json.dumps(dict(published[0], method="dropout", budget_s=budget)))
+    (results / "equal_time" / "fold0" / "mean" / "per_case.csv").unlink()
+    blank_epochs(results / "equal_steps" / "fold1" / "mean" / "run.json")
+    shutil.rmtree(results / "equal_time" / "fold1")
+    work2 = tmp_path / "work2"
+    assert cm.main([*smoke_data, "--work-dir", str(work2), "--results-dir", str(results)]) == 1
+    planned = json.loads((work2 / "equal_time" / "fold0" / "mean" / "plan.json").read_text())
+    assert planned["budget_s"] == pytest.approx(budget, abs=1e-3)
+    assert (
+        "equal_time fold 1 mean: FAILED (equal_steps fold 1 mean was published without the epoch"
+        in (work2 / "compare.log").read_text()
+    )
