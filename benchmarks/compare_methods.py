@@ -389,6 +389,14 @@ class Comparison:
         info = self.done_info(run) or {}
         return {"epoch_s": info.get("epoch_s") or [], "elapsed_s": info.get("train_s")}
 
+    def published_budget_s(self, fold: int) -> float | None:
+        """The budget the fold's published equal-time runs trained to (all share GMD's), if any."""
+        for csv_path in sorted((self.results / "equal_time" / f"fold{fold}").glob("*/per_case.csv")):
+            info = _read_json(csv_path.with_name("run.json"))
+            if info and info.get("budget_s"):
+                return float(info["budget_s"])
+        return None
+
     # -- one run -----------------------------------------------------------------------------------
     def _spawn(self, cmd: list[str], log: Path) -> float:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -476,15 +484,9 @@ class Comparison:
         if self.done_info(gmd_run) is None or self.done_info(own_run) is None:
             return None
         gmd_rec, own_rec = self.epoch_record(gmd_run), self.epoch_record(own_run)
-        if not gmd_rec.get("epoch_s"):  # published before epoch times were: the fold's fixed budget
-            published = (self.results / "equal_time" / f"fold{run.fold}").glob("*/per_case.csv")
-            fixed = [
-                info["budget_s"]
-                for info in (_read_json(csv_path.with_name("run.json")) for csv_path in sorted(published))
-                if info and info.get("budget_s")
-            ]
-            if fixed:
-                gmd_rec = {"elapsed_s": fixed[0]}
+        fixed = self.published_budget_s(run.fold)
+        if not gmd_rec.get("epoch_s") and fixed:  # published before epoch times were: the fold's budget
+            gmd_rec = {"elapsed_s": fixed}
         if not own_rec.get("epoch_s"):
             raise RunFailed(
                 f"{own_run} was published without the epoch times the equal-time plan needs: move "
@@ -571,10 +573,17 @@ class Comparison:
         n_train = len(self.cases) - len(self.folds[run.fold])
         n_test = len(self.folds[run.fold])
         eval_case = measured.get("eval_case_s", DEFAULT_EVAL_CASE_S)
-        if run.budget == "equal_time":
+        if run.budget == "equal_time":  # GMD's budget in the fold, as planned (or about to be)
+            plan = _read_json(self.work / run.rel / "plan.json")
             gmd = self.done_info(Run("equal_steps", run.fold, REFERENCE))
             train = (
-                gmd["train_s"] if gmd else self.recipe["epochs"] * n_train * self._step_s(REFERENCE, measured)
+                (plan or {}).get("budget_s")
+                or self.published_budget_s(run.fold)
+                or (
+                    gmd["train_s"]
+                    if gmd
+                    else self.recipe["epochs"] * n_train * self._step_s(REFERENCE, measured)
+                )
             )
         else:
             train = self.recipe["epochs"] * n_train * self._step_s(run.method, measured)
