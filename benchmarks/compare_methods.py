@@ -43,6 +43,7 @@ Usage::
     nohup python benchmarks/compare_methods.py > /dev/null 2>&1 &     # the full comparison (hours)
     tail -f work/compare/compare.log
     python benchmarks/compare_methods.py                              # again after a kill: resumes
+    python benchmarks/compare_methods.py --time-left-min 170          # only the runs that fit
     python benchmarks/compare_methods.py --summarize-only             # tables from the committed results
     python benchmarks/compare_methods.py --smoke                      # synthetic, tiny, a few minutes
 """
@@ -619,7 +620,17 @@ class Comparison:
                 self.log(f"[{i}/{len(runs)}] {run}: already done (train {info['train_s']:.0f} s), skipped")
                 continue
             pending = [r for r in runs[i - 1 :] if self.done_info(r) is None]
-            eta = sum(self.estimate_s(r, self.measured(runs)) for r in pending)
+            measured = self.measured(runs)
+            eta = sum(self.estimate_s(r, measured) for r in pending)
+            need = self.estimate_s(run, measured)
+            if self.args.time_left_min is not None:
+                left = self.args.time_left_min * 60 - (time.monotonic() - t_start)
+                if need > left:
+                    self.log(
+                        f"[{i}/{len(runs)}] {run}: not started: its estimate {_hms(need)} does not fit "
+                        f"the {_hms(left)} left (--time-left-min)"
+                    )
+                    continue
             self.log(f"[{i}/{len(runs)}] {run}: starting; {len(pending)} run(s) left, ETA {_hms(eta)}")
             t0 = time.monotonic()
             try:
@@ -1025,6 +1036,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="OMP_NUM_THREADS of the bundle runs (default: unset)"
     )
     p.add_argument("--python", default=sys.executable, help="the interpreter of the bundle runs")
+    p.add_argument(
+        "--time-left-min",
+        type=float,
+        default=None,
+        help="start only the runs whose estimate fits in this many minutes from now (a session's end: "
+        "a run cut short keeps only its checkpoints in --work-dir)",
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args

@@ -316,3 +316,18 @@ def test_a_fresh_work_folder_resumes_from_the_published_runs(smoke, tmp_path):
         "equal_time fold 1 mean: FAILED (equal_steps fold 1 mean was published without the epoch"
         in (work2 / "compare.log").read_text()
     )
+
+
+@pytest.mark.slow
+def test_time_left_starts_only_the_runs_that_fit(smoke, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(smoke["results"], results)
+    shutil.rmtree(results / "equal_time")
+    work = tmp_path / "work"
+    argv = ["--smoke", "--data-dir", str(smoke["work"] / "data"), "--work-dir", str(work)]
+    assert cm.main([*argv, "--results-dir", str(results), "--time-left-min", "0.01"]) == 0
+    log = (work / "compare.log").read_text()
+    assert log.count("not started: its estimate") == 2 and ": training " not in log
+    assert not (results / "equal_time").exists()
+    md = (results / "summary.md").read_text()
+    assert "4 of 6 runs done." in md and "- equal_time fold 1 mean" in md  # the missing runs are listed
