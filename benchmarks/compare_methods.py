@@ -485,9 +485,9 @@ class Comparison:
         if self.done_info(gmd_run) is None or self.done_info(own_run) is None:
             return None
         gmd_rec, own_rec = self.epoch_record(gmd_run), self.epoch_record(own_run)
-        fixed = self.published_budget_s(run.fold)
-        if not gmd_rec.get("epoch_s") and fixed:  # published before epoch times were: the fold's budget
-            gmd_rec = {"elapsed_s": fixed}
+        if not gmd_rec.get("epoch_s"):  # published before epoch times were: the fold's budget, if fixed
+            fixed = self.published_budget_s(run.fold)
+            gmd_rec = {"elapsed_s": fixed} if fixed else gmd_rec
         if not own_rec.get("epoch_s"):
             raise RunFailed(
                 f"{own_run} was published without the epoch times the equal-time plan needs: move "
