@@ -32,9 +32,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	bash benchmarks/run_all.sh
 
-# a real MONAI Label server with this bundle, in its own venv (.venv-monailabel): /info, /infer, /train
+# a real MONAI Label server in its own venv (.venv-monailabel): /info, /infer, /train on this bundle,
+# then on the Model Zoo archive served by a Python without gmd-monai
 monailabel-check:
 	bash scripts/monailabel_check/run.sh
+	bash scripts/monailabel_check/run.sh --zoo
 
 clean:
 	rm -rf $(VENV) .venv-monailabel bundle/data bundle/runs bundle/eval demo_output .pytest_cache .ruff_cache

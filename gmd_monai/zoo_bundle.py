@@ -14,6 +14,8 @@ of the sources), and every config changed in two lines only:
 ``metadata.json`` drops ``gmd-monai`` from ``required_packages_version`` (the code travels with the
 bundle) and keeps its dependencies. ``tests/test_zoo_bundle.py`` unpacks the archive and runs its
 inference in a Python environment that has MONAI but not gmd-monai.
+:func:`python_without_gmd_monai` makes such an environment from the running one; ``make monailabel-check``
+serves the archive's MONAI Label app with it.
 
 Example:
     >>> import tempfile, zipfile
@@ -29,13 +31,16 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
 import gmd_monai
 from gmd_monai.inference.model import bundle_root
 
-__all__ = ["make_zoo_bundle", "zoo_config_text"]
+__all__ = ["make_zoo_bundle", "python_without_gmd_monai", "zoo_config_text"]
 
 #: ``scripts/__init__.py`` of the archive
 SCRIPTS_INIT = '''"""The code of this bundle: the gmd_monai package, copied in by `gmd-monai zoo-bundle`.
@@ -127,3 +132,33 @@ def make_zoo_bundle(
         shutil.move(built, partial)  # then an atomic rename: never a half-written archive
         os.replace(partial, output)
     return output
+
+
+def python_without_gmd_monai(env_dir: str | os.PathLike) -> Path:
+    """A virtual environment at ``env_dir`` that sees the running interpreter's packages (MONAI, torch, ...)
+    but not gmd-monai: where an archive runs on the code it carries and on nothing else.
+
+    The running environment's site-packages folder is added to the new one as a plain path, so the
+    ``.pth`` file of an editable install of gmd-monai there is not run.
+    Run it outside a source checkout: Python puts the current folder first on ``sys.path``.
+
+    Returns:
+        The new environment's ``python``.
+
+    Raises:
+        RuntimeError: the new environment can still import ``gmd_monai`` (a regular, non-editable install
+            of gmd-monai in the running environment's site-packages).
+    """
+    env = Path(env_dir)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    probe = [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    purelib = Path(subprocess.run(probe, check=True, capture_output=True, text=True).stdout.strip())
+    (purelib / "parent_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # run from env: the current folder, first on sys.path, may be a source checkout holding gmd_monai/
+    probe = subprocess.run([str(python), "-c", "import gmd_monai"], capture_output=True, env=clean, cwd=env)
+    if probe.returncode == 0:
+        where = sysconfig.get_paths()["purelib"]
+        raise RuntimeError(f"{env}: still imports gmd_monai (installed in {where}, not editable)")
+    return python

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -15,26 +13,9 @@ import numpy as np
 import pytest
 
 from gmd_monai.inference.model import default_model_path
-from gmd_monai.zoo_bundle import make_zoo_bundle
+from gmd_monai.zoo_bundle import make_zoo_bundle, python_without_gmd_monai
 
 NAME = "gmd_monai_brats"
-
-
-def _python_without_gmd_monai(tmp: Path) -> Path:
-    """A virtual environment that sees this environment's packages (MONAI, torch, ...) but not gmd-monai:
-    the site-packages folder is added as a plain path, so the editable install's .pth is not run."""
-    env = tmp / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    purelib = Path(
-        subprocess.run(
-            [str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    (purelib / "parent_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    return env / "bin" / "python"
 
 
 def _run(python: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -61,7 +42,7 @@ def test_zoo_bundle_runs_inference_without_gmd_monai_installed(tmp_path):
     assert "gmd-monai" not in meta["required_packages_version"] and "monai_version" in meta
     assert "bundle_root: .\n" in (root / "configs" / "inference.yaml").read_text()
 
-    python = _python_without_gmd_monai(tmp_path)
+    python = python_without_gmd_monai(tmp_path / "venv")
     probe = _run(python, ["-c", "import monai, torch; import gmd_monai"], cwd=tmp_path)
     assert probe.returncode != 0 and "No module named 'gmd_monai'" in probe.stderr, probe.stderr
     where = _run(python, ["-c", "import scripts, gmd_monai; print(gmd_monai.__file__)"], cwd=root)

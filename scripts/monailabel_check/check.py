@@ -19,6 +19,10 @@ studies folder from three real BraTS cases, starts the server with the documente
 
 then stops the server by PID. Prints ``key=value`` lines and ``monailabel-check: PASS`` (exit 0), or
 the failed check (exit 1); exit 2 when the BraTS cases are missing.
+
+With ``--zoo`` the same checks run on the Model Zoo archive instead (``gmd-monai zoo-bundle``, unpacked:
+its own ``docs/run_monailabel.sh`` and ``monailabel/`` app), served by a Python that cannot import the
+installed gmd-monai, so that they run on the code the archive carries.
 """
 
 from __future__ import annotations
@@ -93,10 +97,10 @@ def dice(pred: np.ndarray, gt: np.ndarray, values: tuple[int, ...]) -> float:
     return 1.0 if denom == 0 else float(2 * (p & g).sum() / denom)
 
 
-def bundle_inference(bundle: Path, images: list[Path], out: Path) -> None:
+def bundle_inference(python: Path, bundle: Path, images: list[Path], out: Path) -> None:
     """The reference: the bundle's own inference, run as a user would, on the same files."""
     cmd = [
-        sys.executable,
+        str(python),
         "-m",
         "monai.bundle",
         "run",
@@ -112,7 +116,9 @@ def bundle_inference(bundle: Path, images: list[Path], out: Path) -> None:
         str(out),
     ]
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    # from the bundle's folder, as the Model Zoo runs a bundle (a zoo archive's configs `import scripts`
+    # from there); not from the repository root, whose gmd_monai/ would come first on sys.path
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=bundle)
     if r.returncode != 0:
         raise CheckFailed(f"bundle inference failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     log("bundle_inference.seconds", f"{time.time() - t0:.1f}")
@@ -227,6 +233,19 @@ def check_train(url: str, bundle: Path) -> None:
         raise CheckFailed("/train: the old model's evaluation still sits beside the new weights")
 
 
+def zoo_bundle(work: Path) -> tuple[Path, Path]:
+    """The Model Zoo archive, written and unpacked in ``work``, and a Python that cannot import gmd-monai
+    (where the archive can only run on the code it carries)."""
+    from gmd_monai.zoo_bundle import make_zoo_bundle, python_without_gmd_monai
+
+    archive = make_zoo_bundle(work / "dist" / "gmd_monai_brats.zip")
+    shutil.unpack_archive(archive, work / "zoo")
+    python = python_without_gmd_monai(work / "python")  # raises where it can still import gmd_monai
+    log("zoo.archive", archive)
+    log("zoo.python", python)
+    return work / "zoo" / "gmd_monai_brats", python
+
+
 def wait_for_server(url: str, proc: subprocess.Popen, log_file: Path, timeout: float) -> None:
     end = time.time() + timeout
     while time.time() < end:
@@ -259,10 +278,15 @@ def stop(proc: subprocess.Popen) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--brats", default=os.environ.get("BRATS_DIR", ROOT.parent / "shared/data/brats2018"))
-    parser.add_argument("--work", default=ROOT / "work" / "monailabel_check")
+    parser.add_argument("--work", help="default: work/monailabel_check, or work/monailabel_check_zoo")
     parser.add_argument("--skip-train", action="store_true", help="check /info and /infer only")
+    parser.add_argument(
+        "--zoo", action="store_true", help="serve the Model Zoo archive, with a Python without gmd-monai"
+    )
     args = parser.parse_args()
-    brats, work = Path(args.brats), Path(args.work)
+    brats = Path(args.brats)
+    default_work = ROOT / "work" / ("monailabel_check_zoo" if args.zoo else "monailabel_check")
+    work = Path(args.work or default_work).resolve()
     if not all((brats / c).is_dir() for c in CASES):
         print(
             f"monailabel-check: needs BraTS 2018 cases {', '.join(CASES)} in {brats}",
@@ -270,19 +294,27 @@ def main() -> int:
         )
         return 2
     shutil.rmtree(work, ignore_errors=True)
-    bundle, studies = work / "bundle", work / "studies"
-    # a copy: training through the server writes the bundle's models/
-    shutil.copytree(ROOT / "bundle", bundle, ignore=shutil.ignore_patterns("data", "eval", "runs", "logs"))
+    studies = work / "studies"
+    # a copy either way: training through the server writes the bundle's models/
+    if args.zoo:
+        bundle, python = zoo_bundle(work)
+    else:
+        bundle, python = work / "bundle", Path(sys.executable)
+        skip = shutil.ignore_patterns("data", "eval", "runs", "logs")
+        shutil.copytree(ROOT / "bundle", bundle, ignore=skip)
     make_studies(brats, studies)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = work / "server.log"
     # the documented command (it execs the server: the PID is the server's)
     cmd = ["bash", str(bundle / "docs" / "run_monailabel.sh"), str(studies)]
-    env = dict(os.environ, MONAILABEL_PYTHON=sys.executable, HOST="127.0.0.1", PORT=str(port))
+    env = dict(os.environ, MONAILABEL_PYTHON=str(python), HOST="127.0.0.1", PORT=str(port))
     t0 = time.time()
     with open(log_file, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # from work: in the repository root, `python -m` would import gmd_monai/ from the checkout
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True
+        )
     log("server.pid", proc.pid)
     log("server.url", url)
     try:
@@ -290,7 +322,7 @@ def main() -> int:
         log("server.start_seconds", f"{time.time() - t0:.1f}")
         check_info(url)
         four_d, sibling = studies / f"{CASE_4D}.nii.gz", studies / f"{CASE_SIBLINGS}_t1ce.nii.gz"
-        bundle_inference(bundle, [four_d, sibling], work / "bundle_inference")
+        bundle_inference(python, bundle, [four_d, sibling], work / "bundle_inference")
         brats_case = brats / CASE_4D
         check_infer(
             url,
