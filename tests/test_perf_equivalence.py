@@ -101,26 +101,18 @@ def test_exact_gmd_matches_naive_with_real_conflicts(strategy, nonshared):
     assert _rel(_flat_grad(params), ref) > 1e-2
 
 
-def _native_cpu_bf16() -> bool:
-    """The CPU has bf16 arithmetic (AVX512-BF16 or AMX); without it PyTorch emulates bf16 convolutions."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # AMP is a GPU feature here (the trainer autocasts on CUDA only); these tests use CPU bf16 autocast as a
-# stand-in. On CPUs without native bf16 (no avx512_bf16/amx_bf16, like our 2-core machines) oneDNN's
-# emulated bf16 convolution backward of PyTorch 2.13 returns non-finite weight gradients for some
-# objectives of a GMD step (measured: up1.conv.conv1.weight, while each objective's gradient alone and
-# float32 are finite) -- a oneDNN issue, not GMD's. There the tests run with oneDNN off: PyTorch's own
-# bf16 convolution kernels are finite, so the bf16 path is checked on every machine.
+# stand-in. oneDNN's bf16 convolution backward in PyTorch 2.13 returns wrong weight gradients for some
+# objectives of a GMD step, while each objective's gradient alone and float32 are right -- a oneDNN
+# issue, not GMD's. Measured: non-finite gradients (up1.conv.conv1.weight) on Intel CPUs without native
+# bf16 (emulated), and gradients of 1e29 with NaN projections on an AMD EPYC with avx512_bf16. So the
+# tests run with oneDNN off: PyTorch's own bf16 convolution kernels are right, and the bf16 path of GMD
+# is checked alike on every machine.
 @pytest.fixture
 def bf16_cpu():
-    """bf16 CPU autocast that works here: oneDNN off unless the CPU has native bf16."""
+    """bf16 CPU autocast with PyTorch's own convolution kernels (oneDNN off)."""
     before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = before and _native_cpu_bf16()
+    torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
