@@ -1014,6 +1014,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--budgets", default=",".join(BUDGETS), help="equal_steps, or both (equal_time needs them)"
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs of every equal-steps run (default 120)")
+    p.add_argument(
+        "--only-folds",
+        default=None,
+        help="comma list of fold indices to run in this pass, e.g. '1' (default: all); the split and "
+        "the summary still cover every fold",
+    )
     p.add_argument("--seed", type=int, default=0, help="fold split, training and bootstrap seed")
     p.add_argument("--lgg-pattern", default=LGG_PATTERN, help="regular expression naming the LGG cases")
     p.add_argument(
@@ -1112,6 +1118,14 @@ def main(argv=None) -> int:
     if bad or not budgets:
         raise SystemExit(f"--budgets: {bad or budgets} not among {list(BUDGETS)}")
     budgets = [b for b in BUDGETS if b in budgets or b == "equal_steps"]  # equal_time needs the step runs
+    only = None
+    if args.only_folds is not None:
+        try:
+            only = {int(f) for f in args.only_folds.split(",") if f.strip()}
+        except ValueError:
+            raise SystemExit(f"--only-folds: {args.only_folds!r} is not a comma list of integers") from None
+        if not only or not only <= set(range(args.folds)):
+            raise SystemExit(f"--only-folds: {args.only_folds!r} not among the folds 0..{args.folds - 1}")
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     data_dir = _data_dir(args)
     if data_dir is None:
@@ -1166,10 +1180,11 @@ def main(argv=None) -> int:
         _write_json(results / "config.json", config)
         _write_json(work / "config.json", config)
         cmp.write_splits()
-        runs = plan_runs(methods, args.folds, budgets)
+        runs = [r for r in plan_runs(methods, args.folds, budgets) if only is None or r.fold in only]
+        which = "" if only is None else f", this pass fold(s) {', '.join(map(str, sorted(only)))} only"
         cmp.log(
             f"compare_methods: {len(runs)} runs ({', '.join(budgets)}; methods {', '.join(methods)}; "
-            f"{args.folds} folds of {', '.join(str(len(f)) for f in folds)} cases); work {work}, "
+            f"{args.folds} folds of {', '.join(str(len(f)) for f in folds)} cases{which}); work {work}, "
             f"results {results}"
         )
         cmp.log(f"command: {command}")

@@ -259,6 +259,18 @@ def test_smoke_summarize_only_reproduces_the_summary(smoke, tmp_path):
     assert "5 of 6 runs done." in md and "- equal_time fold 1 mean" in md
 
 
+def test_committed_summary_is_what_the_committed_runs_give(tmp_path):
+    """docs/results.md quotes benchmarks/results/compare_methods/summary.*: regenerated from the
+    committed per-run files alone (no data, no training), they must come out byte for byte."""
+    committed = REPO / "benchmarks" / "results" / "compare_methods"
+    copy = tmp_path / "results"
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("summary*"))
+    assert cm.main(["--summarize-only", "--results-dir", str(copy)]) == 0
+    for name in ("summary.md", "summary.csv"):
+        assert (copy / name).read_text() == (committed / name).read_text(), name
+    assert "14 of 14 runs done." in (copy / "summary.md").read_text()
+
+
 @pytest.mark.slow
 def test_smoke_rerun_skips_finished_runs(smoke):
     work = smoke["work"]
@@ -331,3 +343,23 @@ def test_time_left_starts_only_the_runs_that_fit(smoke, tmp_path):
     assert not (results / "equal_time").exists()
     md = (results / "summary.md").read_text()
     assert "4 of 6 runs done." in md and "- equal_time fold 1 mean" in md  # the missing runs are listed
+
+
+@pytest.mark.slow
+def test_only_folds_runs_one_fold_and_summarizes_all(smoke, tmp_path):
+    """A pass over one fold (a session's share of a long comparison) leaves the others' runs alone."""
+    results = tmp_path / "results"
+    shutil.copytree(smoke["results"], results)
+    shutil.rmtree(results / "equal_time")
+    work = tmp_path / "work"
+    argv = ["--smoke", "--data-dir", str(smoke["work"] / "data"), "--work-dir", str(work)]
+    assert cm.main([*argv, "--results-dir", str(results), "--only-folds", "1"]) == 0
+    log = (work / "compare.log").read_text()
+    assert "this pass fold(s) 1 only" in log and log.count(": training ") == 1
+    assert (results / "equal_time" / "fold1" / "mean" / "run.json").is_file()
+    assert not (results / "equal_time" / "fold0").exists()
+    md = (results / "summary.md").read_text()
+    assert "5 of 6 runs done." in md and "- equal_time fold 0 mean" in md
+    for bad in ("2", "0,x"):
+        with pytest.raises(SystemExit, match="--only-folds"):
+            cm.main([*argv, "--results-dir", str(results), "--only-folds", bad])
