@@ -448,7 +448,7 @@ class Comparison:
             _configs(TRAIN_CONFIGS),
         ]
         cmd += self._common(run, tr, te)
-        cmd += ["--method", run.method, "--seed", str(self.recipe["seed"]), "--max_epochs", str(epochs)]
+        cmd += ["--method", run.method, "--seed", str(self.recipe["train_seed"]), "--max_epochs", str(epochs)]
         cmd += ["--val_interval", str(epochs)]
         # Python literals: fire passes `true`/`false` through as (truthy) strings
         cmd += ["--resume", "True"] if resume else ["--resume", "False", "--overwrite", "True"]
@@ -550,7 +550,7 @@ class Comparison:
             "eval_s": round(eval_s, 1),
             "eval_cases": len(self.folds[run.fold]),
             "gmd_train_s": plan.get("gmd_train_s"),
-            "seed": self.recipe["seed"],
+            "seed": self.recipe["train_seed"],
             "train_command": _show(["python", *train_cmd[1:]]),
             "eval_command": _show(["python", *eval_cmd[1:]]),
         }
@@ -808,9 +808,10 @@ def render_markdown(config: dict, folds: dict, runs: dict, mrows: list[dict], pr
     ]
     for k, cases in enumerate(folds.get("folds", [])):
         lines.append(f"- fold {k}: " + ", ".join(c + ("*" if c in lgg else "") for c in cases))
+    train_seed = config.get("train_seed", config["seed"])
     lines += [
         "",
-        f"Training: `{' + '.join(Path(c).name for c in TRAIN_CONFIGS)}`, the same seed ({config['seed']}) "
+        f"Training: `{' + '.join(Path(c).name for c in TRAIN_CONFIGS)}`, the same seed ({train_seed}) "
         f"for every method, one validation at the last epoch; equal steps = {config['epochs']} epochs"
         + (f"; bundle overrides `{config['bundle_args']}`" if config["bundle_args"] else "")
         + (f"; OMP_NUM_THREADS={config['threads']}" if config.get("threads") else "")
@@ -1021,6 +1022,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "the summary still cover every fold",
     )
     p.add_argument("--seed", type=int, default=0, help="fold split, training and bootstrap seed")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="training seed of every run, the split kept (default: --seed); with its own --results-dir "
+        "and --work-dir it measures how far a result moves with the seed",
+    )
     p.add_argument("--lgg-pattern", default=LGG_PATTERN, help="regular expression naming the LGG cases")
     p.add_argument(
         "--bundle-args", default=None, help="more bundle overrides for every run, e.g. '--width 0.5'"
@@ -1089,6 +1097,7 @@ def _check_recipe(path: Path, recipe: dict) -> dict | None:
     old = _read_json(path)
     if old is None:
         return None
+    old = {"train_seed": old.get("seed"), **old}  # written before --train-seed: trained with --seed
     diff = [k for k in recipe if k not in ("methods", "budgets") and old.get(k) != recipe[k]]
     if diff:
         what = ", ".join(f"{k}: {old.get(k)!r} there, {recipe[k]!r} now" for k in diff)
@@ -1139,6 +1148,7 @@ def main(argv=None) -> int:
         "num_cases": len(cases),
         "folds": args.folds,
         "seed": args.seed,
+        "train_seed": args.seed if args.train_seed is None else args.train_seed,
         "epochs": args.epochs,
         "lgg_pattern": args.lgg_pattern,
         "bundle_args": args.bundle_args,

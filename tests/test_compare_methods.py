@@ -363,3 +363,32 @@ def test_only_folds_runs_one_fold_and_summarizes_all(smoke, tmp_path):
     for bad in ("2", "0,x"):
         with pytest.raises(SystemExit, match="--only-folds"):
             cm.main([*argv, "--results-dir", str(results), "--only-folds", bad])
+
+
+def test_a_config_from_before_train_seed_is_the_same_recipe(tmp_path):
+    """Comparisons written before --train-seed trained with --seed: they resume, another seed is refused."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"seed": 0, "epochs": 120}))
+    assert cm._check_recipe(path, {"seed": 0, "train_seed": 0, "epochs": 120}) is not None
+    with pytest.raises(SystemExit, match="train_seed"):
+        cm._check_recipe(path, {"seed": 0, "train_seed": 1, "epochs": 120})
+
+
+@pytest.mark.slow
+def test_train_seed_retrains_on_the_same_folds(smoke, tmp_path):
+    """--train-seed: another model on the same split (how far a result moves with the seed); a folder
+    holding another training seed is refused."""
+    results = tmp_path / "results"
+    argv = ["--smoke", "--data-dir", str(smoke["work"] / "data"), "--work-dir", str(tmp_path / "work")]
+    argv += ["--results-dir", str(results), "--methods", "gmd", "--budgets", "equal_steps"]
+    assert cm.main([*argv, "--only-folds", "0", "--train-seed", "1"]) == 0
+    run = results / "equal_steps" / "fold0" / "gmd"
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 1 and "--seed 1 " in info["train_command"]
+    for name in ("fold0_train.txt", "fold0_test.txt"):
+        assert (results / "splits" / name).read_text() == (smoke["results"] / "splits" / name).read_text()
+    seed0 = smoke["results"] / "equal_steps" / "fold0" / "gmd" / "per_case.csv"
+    assert (run / "per_case.csv").read_text() != seed0.read_text()  # another model
+    assert "the same seed (1)" in (results / "summary.md").read_text()
+    with pytest.raises(SystemExit, match="train_seed"):
+        cm.main([*argv, "--only-folds", "0", "--train-seed", "2"])
