@@ -330,14 +330,20 @@ def test_a_fresh_work_folder_resumes_from_the_published_runs(smoke, tmp_path):
     )
 
 
-@pytest.mark.slow
-def test_time_left_starts_only_the_runs_that_fit(smoke, tmp_path):
-    results = tmp_path / "results"
+def _steps_only(smoke, tmp_path):
+    """A copy of the smoke results without its equal-time runs, a work folder, and the arguments that
+    resume the comparison there."""
+    results, work = tmp_path / "results", tmp_path / "work"
     shutil.copytree(smoke["results"], results)
     shutil.rmtree(results / "equal_time")
-    work = tmp_path / "work"
     argv = ["--smoke", "--data-dir", str(smoke["work"] / "data"), "--work-dir", str(work)]
-    assert cm.main([*argv, "--results-dir", str(results), "--time-left-min", "0.01"]) == 0
+    return results, work, [*argv, "--results-dir", str(results)]
+
+
+@pytest.mark.slow
+def test_time_left_starts_only_the_runs_that_fit(smoke, tmp_path):
+    results, work, argv = _steps_only(smoke, tmp_path)
+    assert cm.main([*argv, "--time-left-min", "0.01"]) == 0
     log = (work / "compare.log").read_text()
     assert log.count("not started: its estimate") == 2 and ": training " not in log
     assert not (results / "equal_time").exists()
@@ -348,12 +354,8 @@ def test_time_left_starts_only_the_runs_that_fit(smoke, tmp_path):
 @pytest.mark.slow
 def test_only_folds_runs_one_fold_and_summarizes_all(smoke, tmp_path):
     """A pass over one fold (a session's share of a long comparison) leaves the others' runs alone."""
-    results = tmp_path / "results"
-    shutil.copytree(smoke["results"], results)
-    shutil.rmtree(results / "equal_time")
-    work = tmp_path / "work"
-    argv = ["--smoke", "--data-dir", str(smoke["work"] / "data"), "--work-dir", str(work)]
-    assert cm.main([*argv, "--results-dir", str(results), "--only-folds", "1"]) == 0
+    results, work, argv = _steps_only(smoke, tmp_path)
+    assert cm.main([*argv, "--only-folds", "1"]) == 0
     log = (work / "compare.log").read_text()
     assert "this pass fold(s) 1 only" in log and log.count(": training ") == 1
     assert (results / "equal_time" / "fold1" / "mean" / "run.json").is_file()
@@ -362,7 +364,7 @@ def test_only_folds_runs_one_fold_and_summarizes_all(smoke, tmp_path):
     assert "5 of 6 runs done." in md and "- equal_time fold 0 mean" in md
     for bad in ("2", "0,x"):
         with pytest.raises(SystemExit, match="--only-folds"):
-            cm.main([*argv, "--results-dir", str(results), "--only-folds", bad])
+            cm.main([*argv, "--only-folds", bad])
 
 
 def test_a_config_from_before_train_seed_is_the_same_recipe(tmp_path):
