@@ -1021,7 +1021,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="comma list of fold indices to run in this pass, e.g. '1' (default: all); the split and "
         "the summary still cover every fold",
     )
-    p.add_argument("--seed", type=int, default=0, help="fold split, training and bootstrap seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fold split and bootstrap seed; the training seed too, unless --train-seed",
+    )
     p.add_argument(
         "--train-seed",
         type=int,
